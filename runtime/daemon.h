@@ -1,0 +1,304 @@
+/* flintd's internal model, shared by the runtime's files (not installed, not for front-ends
+ * other than flintd.c).
+ *
+ *   daemon ──< endpoint ──< version        (immutable deploys; one serves traffic: `current`)
+ *                  │  └──< replica          (a running worker of some version)
+ *                  └──< request (queued)    (the activator's FIFO, while no replica has room)
+ *   replica ──< request (in flight)
+ *
+ * Everything here lives on the loop thread. Requests come from the gRPC bridge and the HTTP
+ * front door through a small sink interface, so dispatch knows nothing of either protocol. */
+#ifndef FLINT_DAEMON_H
+#define FLINT_DAEMON_H
+
+#include "channel.h"
+#include "logs.h"
+#include "metrics.h"
+#include "manifest.h"
+#include "registry.h"
+#include "flint/error.h"
+#include "flint/list.h"
+#include "flint/map.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct flint_daemon_s flint_daemon_t;
+typedef struct flint_endpoint_s flint_endpoint_t;
+typedef struct flint_version_s flint_version_t;
+typedef struct flint_replica_s flint_replica_t;
+typedef struct flint_request_s flint_request_t;
+typedef struct flint_helper_s flint_helper_t;
+typedef struct flint_deploy_s flint_deploy_t;
+
+/* ---- configuration --------------------------------------------------------------------- */
+
+typedef struct flint_daemon_config_s {
+  const char *state_dir;      /* durable: registry, bundles, logs, secrets (default /var/lib/flint) */
+  const char *run_dir;        /* tmpfs: weight store, snapshot images, sandboxes (default /run/flint) */
+  const char *socket_path;    /* gRPC unix socket (default RUN_DIR/flintd.sock) */
+  const char *listen_addr;    /* gRPC TCP address (default 127.0.0.1:7470; "" = none) */
+  const char *http_addr;      /* HTTP front door (default 127.0.0.1:7471; "" = none) */
+  const char *libexec_dir;    /* flint-worker, flint-spawner, flint-snapshotter */
+  bool isolate;               /* sandboxes (default true); false = development mode */
+  bool snapshots;             /* CRIU snapshots (default true) */
+  uint64_t max_bundle_bytes;  /* default 16 GiB */
+} flint_daemon_config_t;
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+/* Where a request's answer goes (gRPC call, HTTP request). Called on the loop. `done` is
+ * called exactly once; the request is freed after it returns. */
+typedef struct flint_sink_ops_s {
+  void (*chunk) (flint_request_t *req, const uint8_t *data, size_t len);
+  void (*done) (flint_request_t *req, flint_status_t code, const char *msg, const uint8_t *data, size_t len);
+} flint_sink_ops_t;
+
+typedef enum flint_request_state_e {
+  FLINT_REQ_NEW,
+  FLINT_REQ_QUEUED,      /* in the endpoint's FIFO */
+  FLINT_REQ_DISPATCHED,  /* sent to a replica */
+  FLINT_REQ_DONE,
+} flint_request_state_t;
+
+struct flint_request_s {
+  flint_daemon_t *d;
+  flint_endpoint_t *ep;
+  flint_replica_t *replica;      /* while dispatched */
+  flint_list_t link;             /* in ep->queue or replica->inflight */
+  uint64_t id;                   /* unique in this flintd; the worker's request_id */
+  flint_request_state_t state;
+  uint8_t *payload;
+  size_t len;
+  bool streaming;
+  bool chunks_sent;              /* a streamed request that produced output cannot be retried */
+  uint64_t arrived_ns;
+  uint64_t dispatched_ns;
+  uint64_t deadline_ns;          /* absolute, flint_now_ns scale */
+  uv_timer_t timer;              /* deadline; the request is freed from its close callback */
+  uint32_t attempts;
+  uint64_t served_version;       /* who answered (for the reply) */
+  char served_replica[48];
+  const flint_sink_ops_t *sink;
+  void *sink_data;
+};
+
+/* ---- versions, replicas, endpoints ------------------------------------------------------- */
+
+typedef enum flint_version_state_e {
+  FLINT_VERSION_DEPLOYING,
+  FLINT_VERSION_READY,
+  FLINT_VERSION_FAILED,
+} flint_version_state_t;
+
+struct flint_version_s {
+  flint_endpoint_t *ep;
+  flint_list_t link;             /* in ep->versions, newest first */
+  uint64_t number;
+  flint_version_state_t state;
+  char *manifest_text;
+  char *manifest_path;
+  flint_manifest_t *manifest;    /* parsed (NULL for versions that failed to parse) */
+  char *bundle_sha256;
+  char *bundle_dir;              /* STATE/bundles/<sha256> */
+  char *weights_dir;             /* RUN/weights/versions/<endpoint>-<version>, or NULL */
+  int64_t created_ms;
+  char *error;
+};
+
+typedef enum flint_replica_state_e {
+  FLINT_REPLICA_STARTING,   /* sandbox requested / worker connecting / function init */
+  FLINT_REPLICA_READY,      /* takes traffic */
+  FLINT_REPLICA_DRAINING,   /* finishes in-flight requests, takes no new ones */
+  FLINT_REPLICA_STOPPING,   /* killed; waiting for the exit report */
+  FLINT_REPLICA_DEAD,
+} flint_replica_state_t;
+
+typedef enum flint_tier_e {
+  FLINT_TIER_COLD,
+  FLINT_TIER_IMAGE,
+  FLINT_TIER_PARKED,
+} flint_tier_t;
+
+struct flint_replica_s {
+  flint_daemon_t *d;
+  flint_endpoint_t *ep;
+  flint_version_t *version;
+  flint_list_t link;              /* in ep->replicas */
+  char id[48];
+  flint_replica_state_t state;
+  flint_tier_t tier;
+  flint_helper_t *owner;          /* the helper process that created it (spawner/snapshotter) */
+  flint_channel_t *chan;
+  flint_logpipe_t *log_out;       /* the worker's stdout and stderr */
+  flint_logpipe_t *log_err;
+  int pid;
+  uint32_t inflight;
+  flint_list_t requests;          /* in flight on this replica */
+  uint64_t started_ns;
+  uint64_t ready_ns;
+  uint64_t last_active_ns;
+  double phases_ms[8];            /* sandbox, init, ... (see replica.c) */
+  uint64_t completed;
+  flint_hist_t latency;           /* of requests this replica answered */
+  uv_timer_t *timer;              /* startup timeout / exit-report wait */
+  bool channel_closed;
+  bool exited;
+  char exit_reason[256];
+  bool oom_killed;
+  flint_deploy_t *deploy;         /* the deploy waiting for this replica to become ready */
+};
+
+struct flint_endpoint_s {
+  flint_daemon_t *d;
+  char *name;
+  flint_version_t *current;       /* the ready version serving traffic, or NULL */
+  flint_list_t versions;
+  flint_list_t replicas;
+  flint_list_t queue;             /* activator FIFO of FLINT_REQ_QUEUED requests */
+  uint32_t queue_len;
+  flint_scale_t scale;            /* live knobs */
+  int64_t created_ms;
+  bool deleting;
+  flint_deploy_t *deploying;      /* at most one deploy per endpoint at a time */
+  flint_version_t *deploying_version; /* the version that deploy created, once it exists */
+  char last_error[512];
+  flint_logbook_t *logbook;
+  /* counters since start */
+  uint64_t requests_ok, requests_failed;
+  uint64_t cold_starts;
+  uint32_t replicas_starting;
+  flint_ep_metrics_t metrics;
+};
+
+/* ---- helper processes ---------------------------------------------------------------------- */
+
+typedef void (*flint_helper_frame_cb) (flint_helper_t *h, const uint8_t *payload, size_t len);
+typedef void (*flint_helper_lost_cb) (flint_helper_t *h);
+
+/* A supervised helper process (flint-spawner, flint-snapshotter) with its framed socket. */
+struct flint_helper_s {
+  flint_daemon_t *d;
+  const char *name;
+  char *argv[16];
+  uv_process_t *proc;
+  flint_channel_t *chan;
+  bool up;
+  unsigned restarts;
+  uint64_t last_start_ns;
+  uv_timer_t *restart_timer;
+  flint_helper_frame_cb frame_cb;
+  flint_helper_lost_cb lost_cb;
+};
+
+/* ---- the daemon ---------------------------------------------------------------------------- */
+
+struct flint_daemon_s {
+  uv_loop_t *loop;
+  flint_daemon_config_t cfg;
+  char *worker_path;
+  flint_registry_t *reg;
+  struct flint_grpc_server_s *grpc;
+  flint_helper_t spawner;
+  flint_map_t endpoints;          /* name → flint_endpoint_t */
+  flint_map_t replicas;           /* id → flint_replica_t */
+  uint64_t next_request_id;
+  uint64_t next_replica_seq;
+  bool shutting_down;
+  uint64_t started_ns;
+  uv_signal_t *sig_term, *sig_int;
+  struct flint_rpc_s *health_watch[64];
+  flint_list_t log_streams;       /* Logs RPCs in progress */
+  uv_timer_t *tick;               /* autoscaler period */
+};
+
+/* ---- cross-file internals (flint__ prefix) ------------------------------------------------- */
+
+/* daemon.c */
+/* Finds helper program `name` (flint-worker, flint-spawner, ...); see daemon.c for the order. */
+int flint__find_helper (const char *libexec_dir, const char *name, char *out, size_t len, flint_error_t *err);
+int flint__daemon_path (const flint_daemon_t *d, char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* endpoint.c */
+flint_endpoint_t *flint__endpoint_get (flint_daemon_t *d, const char *name);
+flint_endpoint_t *flint__endpoint_create (flint_daemon_t *d, const char *name);
+int flint__endpoints_load (flint_daemon_t *d, flint_error_t *err);
+flint_version_t *flint__version_new (flint_endpoint_t *ep, uint64_t number, const char *manifest_text,
+                                     const char *manifest_path, const char *bundle_sha256, flint_error_t *err);
+void flint__version_free (flint_version_t *v);
+/* Frees a version that is neither current nor being deployed once no replica uses it. */
+void flint__version_maybe_free (flint_version_t *v);
+/* Makes `v` the serving version; old versions' replicas drain. */
+void flint__endpoint_switch (flint_endpoint_t *ep, flint_version_t *v);
+/* Deletes the endpoint: new requests fail, in-flight ones finish, then everything is removed. */
+int flint__endpoint_delete (flint_endpoint_t *ep, uint64_t *versions_out, flint_error_t *err);
+/* Frees the endpoint once it is deleting and has no replicas and no requests left. */
+void flint__endpoint_maybe_reap (flint_endpoint_t *ep);
+void flint__endpoints_free (flint_daemon_t *d);
+/* Persists the endpoint's live knobs. */
+int flint__endpoint_save_scale (flint_endpoint_t *ep, flint_error_t *err);
+
+/* replica.c */
+flint_replica_t *flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *err);
+void flint__replica_stop (flint_replica_t *r, const char *why);
+void flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_t len);
+void flint__replicas_helper_lost (flint_helper_t *h);
+bool flint__replica_has_room (const flint_replica_t *r);
+const char *flint__replica_state_name (flint_replica_state_t s);
+const char *flint__tier_name (flint_tier_t t);
+
+/* dispatch.c */
+flint_request_t *flint__request_new (flint_daemon_t *d, const uint8_t *payload, size_t len, bool streaming,
+                                     const flint_sink_ops_t *sink, void *sink_data);
+/* Routes the request to endpoint `name`; on any failure completes it (sink->done) at once. */
+void flint__dispatch (flint_request_t *req, const char *name, uint64_t client_deadline_ns);
+/* The client went away: the request leaves the queue or is cancelled in its worker. */
+void flint__request_cancel (flint_request_t *req);
+/* A replica got room (became ready, finished a request): feed it from the endpoint's queue. */
+void flint__dispatch_pump (flint_endpoint_t *ep);
+/* Completes a request (exactly once) and frees it. */
+void flint__request_complete (flint_request_t *req, flint_status_t code, const char *msg, const uint8_t *data,
+                              size_t len);
+/* A replica died: its in-flight requests fail (or are retried). */
+void flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint_status_t code);
+/* Ensures enough replicas are starting for the queue (until the autoscaler takes over). */
+void flint__dispatch_scale_for_queue (flint_endpoint_t *ep);
+
+/* deploy.c */
+void flint__deploy_replica_ready (flint_deploy_t *dep, flint_replica_t *r);
+void flint__deploy_replica_failed (flint_deploy_t *dep, flint_replica_t *r, flint_status_t code, const char *msg);
+
+/* autoscaler.c */
+void flint__autoscale_now (flint_endpoint_t *ep);
+int flint__autoscaler_start (flint_daemon_t *d);
+void flint__autoscaler_stop (flint_daemon_t *d);
+
+/* secrets.c: the environment entries (KEY=VALUE, heap strings) of the secrets the manifest
+ * lists; appended to *env (grown) and *n. */
+int flint__secrets_env (flint_daemon_t *d, const flint_manifest_t *m, char ***env, size_t *n, flint_error_t *err);
+
+/* api_view.c hooks filled by the snapshot and engine code */
+struct Flint__V1__Endpoint;
+void flint__api_fill_snapshot (flint_endpoint_t *ep, struct Flint__V1__Endpoint *m);
+void flint__api_fill_engine (flint_endpoint_t *ep, struct Flint__V1__Endpoint *m);
+
+/* helper.c */
+int flint__helper_start (flint_helper_t *h, flint_error_t *err);
+int flint__helper_send (flint_helper_t *h, const ProtobufCMessage *msg, const int *fds, size_t nfds);
+void flint__helper_stop (flint_helper_t *h);
+
+/* api_http.c: the HTTP front door on the same loop */
+int flint__http_start (flint_daemon_t *d, flint_error_t *err);
+void flint__http_stop (flint_daemon_t *d);
+
+/* daemon.c (for flintd.c) */
+int flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_error_t *err);
+int flint_daemon_run (flint_daemon_t *d);
+void flint_daemon_free (flint_daemon_t *d);
+
+/* api_grpc.c */
+int flint__api_grpc_register (flint_daemon_t *d, flint_error_t *err);
+
+#endif

@@ -1,0 +1,377 @@
+/* Request dispatch: routing to replicas, the activator queue, deadlines, retries.
+ *
+ * A request is dispatched at once to the least-loaded ready replica of the endpoint's current
+ * version that has room (inflight < max_concurrency). Otherwise it waits in the endpoint's
+ * bounded FIFO (the activator) while replicas come up, and is sent the moment one has room.
+ * Every request has one deadline (the client's, capped by the endpoint's `timeout`) and ends
+ * exactly once: answered, failed with a message naming the endpoint and the cause, or expired.
+ *
+ * A request abandoned while in a worker (client cancel, deadline with max_concurrency > 1)
+ * keeps its slot on the replica until the worker answers or dies, so concurrency accounting
+ * always matches what the worker is really doing. */
+#include "daemon.h"
+#include "metrics.h"
+#include "flint/log.h"
+#include "flint/util.h"
+#include "flint/worker/v1/worker.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+request_free_cb (uv_handle_t *h)
+{
+  flint_request_t *req = h->data;
+  free (req->payload);
+  free (req);
+}
+
+static void
+request_free (flint_request_t *req)
+{
+  uv_timer_stop (&req->timer);
+  uv_close ((uv_handle_t *) &req->timer, request_free_cb);
+}
+
+flint_request_t *
+flint__request_new (flint_daemon_t *d, const uint8_t *payload, size_t len, bool streaming,
+                    const flint_sink_ops_t *sink, void *sink_data)
+{
+  flint_request_t *req = calloc (1, sizeof *req);
+
+  if (req == NULL)
+    abort ();
+  req->payload = malloc (len ? len : 1);
+  if (req->payload == NULL)
+    abort ();
+  memcpy (req->payload, payload, len);
+  req->len = len;
+  req->d = d;
+  req->id = ++d->next_request_id;
+  req->streaming = streaming;
+  req->sink = sink;
+  req->sink_data = sink_data;
+  req->arrived_ns = flint_now_ns ();
+  req->state = FLINT_REQ_NEW;
+  flint_list_init (&req->link);
+  uv_timer_init (d->loop, &req->timer);
+  req->timer.data = req;
+  return req;
+}
+
+static void
+detach (flint_request_t *req)
+{
+  if (req->state == FLINT_REQ_QUEUED)
+    {
+      flint_list_remove (&req->link);
+      req->ep->queue_len--;
+    }
+  else if (req->state == FLINT_REQ_DISPATCHED && req->replica)
+    {
+      flint_list_remove (&req->link);
+      req->replica->inflight--;
+      req->replica = NULL;
+    }
+}
+
+/* Answers the client (once) without freeing: used when the request must stay on a replica. */
+static void
+answer (flint_request_t *req, flint_status_t code, const char *msg, const uint8_t *data, size_t len)
+{
+  const flint_sink_ops_t *sink = req->sink;
+
+  if (sink == NULL)
+    return;
+  req->sink = NULL;
+  if (req->ep)
+    {
+      if (code == FLINT_OK)
+        req->ep->requests_ok++;
+      else
+        req->ep->requests_failed++;
+      flint__metrics_request_done (req->ep, code, req->arrived_ns, req->dispatched_ns);
+    }
+  sink->done (req, code, msg, data, len);
+}
+
+void
+flint__request_complete (flint_request_t *req, flint_status_t code, const char *msg, const uint8_t *data,
+                         size_t len)
+{
+  flint_replica_t *r = req->replica;
+  flint_endpoint_t *ep = req->ep;
+
+  if (req->state == FLINT_REQ_DONE)
+    return;
+  if (r && req->state == FLINT_REQ_DISPATCHED)
+    flint_hist_observe (&r->latency, (double) (flint_now_ns () - req->dispatched_ns) / 1e6);
+  detach (req);
+  req->state = FLINT_REQ_DONE;
+  answer (req, code, msg, data, len);
+  request_free (req);
+  if (r && ep)
+    {
+      flint__dispatch_pump (ep);
+      if (r->state == FLINT_REPLICA_DRAINING && r->inflight == 0)
+        flint__replica_stop (r, "drained");
+    }
+  if (ep)
+    flint__endpoint_maybe_reap (ep);
+}
+
+static flint_replica_t *
+pick_replica (flint_endpoint_t *ep)
+{
+  flint_replica_t *best = NULL;
+  flint_list_t *p;
+
+  for (p = ep->replicas.next; p != &ep->replicas; p = p->next)
+    {
+      flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
+      if (r->version != ep->current || !flint__replica_has_room (r))
+        continue;
+      if (best == NULL || r->inflight < best->inflight)
+        best = r;
+    }
+  return best;
+}
+
+static void
+send_to (flint_request_t *req, flint_replica_t *r)
+{
+  Flint__Worker__V1__Invoke inv = FLINT__WORKER__V1__INVOKE__INIT;
+  Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
+  uint64_t now = flint_now_ns ();
+
+  req->state = FLINT_REQ_DISPATCHED;
+  req->replica = r;
+  req->dispatched_ns = now;
+  req->attempts++;
+  req->served_version = r->version->number;
+  snprintf (req->served_replica, sizeof req->served_replica, "%s", r->id);
+  r->inflight++;
+  r->last_active_ns = now;
+  flint_list_insert_tail (&r->requests, &req->link);
+  inv.request_id = req->id;
+  inv.payload.data = req->payload;
+  inv.payload.len = req->len;
+  inv.streaming = req->streaming;
+  inv.deadline_ms = req->deadline_ns > now ? (req->deadline_ns - now + 999999) / 1000000 : 1;
+  f.msg_case = FLINT__WORKER__V1__FRAME__MSG_INVOKE;
+  f.invoke = &inv;
+  /* A failed send means the worker is gone: its channel close arrives next and fails or
+   * retries this request with the cause. */
+  (void) flint_channel_send (r->chan, &f.base, NULL, 0);
+}
+
+void
+flint__dispatch_pump (flint_endpoint_t *ep)
+{
+  while (!flint_list_empty (&ep->queue))
+    {
+      flint_replica_t *r = pick_replica (ep);
+      flint_request_t *req;
+
+      if (r == NULL)
+        break;
+      req = flint_list_entry (ep->queue.next, flint_request_t, link);
+      flint_list_remove (&req->link);
+      ep->queue_len--;
+      flint__metrics_queue_wait (ep, req->arrived_ns);
+      send_to (req, r);
+    }
+}
+
+static uint32_t
+live_replicas (const flint_endpoint_t *ep)
+{
+  uint32_t n = 0;
+  for (const flint_list_t *p = ep->replicas.next; p != &ep->replicas; p = p->next)
+    {
+      const flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
+      if (r->version == ep->current && (r->state == FLINT_REPLICA_READY || r->state == FLINT_REPLICA_STARTING))
+        n++;
+    }
+  return n;
+}
+
+void
+flint__dispatch_scale_for_queue (flint_endpoint_t *ep)
+{
+  uint32_t live, want, conc;
+
+  if (ep->current == NULL || ep->deleting || ep->queue_len == 0 || ep->d->shutting_down)
+    return;
+  conc = ep->scale.target_concurrency ? ep->scale.target_concurrency : 1;
+  live = live_replicas (ep);
+  /* replicas needed for what waits, beyond the capacity already coming up */
+  want = (ep->queue_len + conc - 1) / conc;
+  while (ep->replicas_starting < want && live < ep->scale.max_replicas)
+    {
+      flint_error_t err = FLINT_ERROR_INIT;
+      if (flint__replica_start (ep, ep->current, &err) == NULL)
+        {
+          char msg[800];
+          snprintf (msg, sizeof msg, "endpoint `%s`: cannot start a replica: %s", ep->name, err.msg);
+          snprintf (ep->last_error, sizeof ep->last_error, "%s", err.msg);
+          while (!flint_list_empty (&ep->queue) && ep->replicas_starting == 0 && live == 0)
+            flint__request_complete (flint_list_entry (ep->queue.next, flint_request_t, link), err.code, msg,
+                                     NULL, 0);
+          return;
+        }
+      live++;
+    }
+}
+
+static void
+deadline_cb (uv_timer_t *t)
+{
+  flint_request_t *req = t->data;
+  flint_endpoint_t *ep = req->ep;
+  char msg[400];
+
+  if (req->state == FLINT_REQ_QUEUED)
+    {
+      snprintf (msg, sizeof msg, "endpoint `%s`: no replica became available before the deadline (queued %.0f ms)",
+                ep->name, (double) (flint_now_ns () - req->arrived_ns) / 1e6);
+      flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
+    }
+  else if (req->state == FLINT_REQ_DISPATCHED)
+    {
+      flint_replica_t *r = req->replica;
+      snprintf (msg, sizeof msg, "endpoint `%s`: the function did not answer within the deadline (%.0f ms)",
+                ep->name, (double) (flint_now_ns () - req->arrived_ns) / 1e6);
+      if (ep->scale.max_concurrency <= 1)
+        {
+          /* A worker stuck in its only request serves nobody: replace it. */
+          flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
+          if (r)
+            {
+              snprintf (r->exit_reason, sizeof r->exit_reason, "stopped by flintd (a request timed out)");
+              flint__replica_stop (r, "a request timed out");
+            }
+        }
+      else
+        {
+          Flint__Worker__V1__Cancel c = FLINT__WORKER__V1__CANCEL__INIT;
+          Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
+          c.request_id = req->id;
+          f.msg_case = FLINT__WORKER__V1__FRAME__MSG_CANCEL;
+          f.cancel = &c;
+          if (r && r->chan)
+            flint_channel_send (r->chan, &f.base, NULL, 0);
+          answer (req, FLINT_EDEADLINE, msg, NULL, 0); /* keeps its slot until the worker answers */
+        }
+    }
+}
+
+void
+flint__dispatch (flint_request_t *req, const char *name, uint64_t client_deadline_ns)
+{
+  flint_daemon_t *d = req->d;
+  flint_endpoint_t *ep = flint__endpoint_get (d, name);
+  flint_replica_t *r;
+  char msg[600];
+  uint64_t now = flint_now_ns ();
+
+  if (d->shutting_down)
+    {
+      flint__request_complete (req, FLINT_EUNAVAILABLE, "flintd is shutting down", NULL, 0);
+      return;
+    }
+  if (ep == NULL || ep->deleting)
+    {
+      snprintf (msg, sizeof msg, "endpoint `%s` not found", name);
+      flint__request_complete (req, FLINT_ENOTFOUND, msg, NULL, 0);
+      return;
+    }
+  req->ep = ep;
+  if (ep->current == NULL)
+    {
+      if (ep->deploying)
+        snprintf (msg, sizeof msg, "endpoint `%s` has no ready version yet: its first deploy is in progress", name);
+      else
+        snprintf (msg, sizeof msg, "endpoint `%s` has no ready version%s%s", name,
+                  ep->last_error[0] ? ": " : "", ep->last_error);
+      flint__request_complete (req, ep->deploying ? FLINT_EUNAVAILABLE : FLINT_EPRECONDITION, msg, NULL, 0);
+      return;
+    }
+  if (req->len > ep->current->manifest->max_payload)
+    {
+      snprintf (msg, sizeof msg, "endpoint `%s`: payload of %zu bytes exceeds max_payload (%llu bytes)", name,
+                req->len, (unsigned long long) ep->current->manifest->max_payload);
+      flint__request_complete (req, FLINT_EEXHAUSTED, msg, NULL, 0);
+      return;
+    }
+  req->deadline_ns = now + ep->scale.timeout_ms * 1000000ull;
+  if (client_deadline_ns && client_deadline_ns < req->deadline_ns)
+    req->deadline_ns = client_deadline_ns;
+  uv_timer_start (&req->timer, deadline_cb, (req->deadline_ns - now + 999999) / 1000000, 0);
+
+  r = flint_list_empty (&ep->queue) ? pick_replica (ep) : NULL;
+  if (r)
+    {
+      send_to (req, r);
+      return;
+    }
+  if (ep->queue_len >= ep->scale.queue_size)
+    {
+      snprintf (msg, sizeof msg, "endpoint `%s`: %u requests are already waiting (queue_size); retry later", name,
+                ep->queue_len);
+      flint__request_complete (req, FLINT_EEXHAUSTED, msg, NULL, 0);
+      return;
+    }
+  req->state = FLINT_REQ_QUEUED;
+  flint_list_insert_tail (&ep->queue, &req->link);
+  ep->queue_len++;
+  flint__dispatch_scale_for_queue (ep);
+}
+
+void
+flint__request_cancel (flint_request_t *req)
+{
+  if (req->state == FLINT_REQ_QUEUED || req->state == FLINT_REQ_NEW)
+    {
+      flint__request_complete (req, FLINT_ECANCELLED, "cancelled by the client", NULL, 0);
+      return;
+    }
+  if (req->state == FLINT_REQ_DISPATCHED)
+    {
+      Flint__Worker__V1__Cancel c = FLINT__WORKER__V1__CANCEL__INIT;
+      Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
+      c.request_id = req->id;
+      f.msg_case = FLINT__WORKER__V1__FRAME__MSG_CANCEL;
+      f.cancel = &c;
+      if (req->replica && req->replica->chan)
+        flint_channel_send (req->replica->chan, &f.base, NULL, 0);
+      answer (req, FLINT_ECANCELLED, "cancelled by the client", NULL, 0);
+    }
+}
+
+void
+flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint_status_t code)
+{
+  flint_endpoint_t *ep = r->ep;
+
+  while (!flint_list_empty (&r->requests))
+    {
+      flint_request_t *req = flint_list_entry (r->requests.next, flint_request_t, link);
+      bool retry = req->sink && !req->chunks_sent && req->attempts <= ep->scale.retries
+                   && flint_now_ns () < req->deadline_ns && !ep->deleting && ep->current;
+      char msg[600];
+
+      if (retry)
+        {
+          detach (req);
+          req->state = FLINT_REQ_QUEUED;
+          flint_list_insert_head (&ep->queue, &req->link); /* it already waited: first in line */
+          ep->queue_len++;
+          flint__metrics_retry (ep);
+          continue;
+        }
+      snprintf (msg, sizeof msg, "endpoint `%s`: %s while handling the request", ep->name, reason);
+      flint__request_complete (req, code, msg, NULL, 0);
+    }
+}

@@ -1,0 +1,674 @@
+/* Replicas: running workers of an endpoint version, from spawn to death.
+ *
+ *   STARTING ──Hello──▶ (Load sent) ──Loaded ok──▶ READY ──▶ DRAINING ──▶ STOPPING ──▶ DEAD
+ *        └──────── Loaded failed / startup timeout / died ───────────────────────────▶ DEAD
+ *
+ * A replica is dead once both its channel has closed and its owner (spawner) reported the exit,
+ * or the exit report did not come within EXIT_REPORT_WAIT_MS of the channel closing: the
+ * report carries the cause ("exceeded memory limit 256 MiB") that failed requests then name. */
+#include "daemon.h"
+#include "flint/cleanup.h"
+#include "flint/log.h"
+#include "flint/util.h"
+#include "flint/function.h"
+#include "flint/node/v1/node.pb-c.h"
+#include "flint/worker/v1/worker.pb-c.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define EXIT_REPORT_WAIT_MS 300
+
+typedef Flint__Worker__V1__Frame wframe_t;
+
+enum { PHASE_SANDBOX, PHASE_CONNECT, PHASE_INIT, PHASE_TOTAL };
+
+const char *
+flint__replica_state_name (flint_replica_state_t s)
+{
+  switch (s)
+    {
+    case FLINT_REPLICA_STARTING: return "starting";
+    case FLINT_REPLICA_READY: return "ready";
+    case FLINT_REPLICA_DRAINING: return "draining";
+    case FLINT_REPLICA_STOPPING: return "stopping";
+    case FLINT_REPLICA_DEAD: return "dead";
+    }
+  return "unknown";
+}
+
+const char *
+flint__tier_name (flint_tier_t t)
+{
+  switch (t)
+    {
+    case FLINT_TIER_COLD: return "cold";
+    case FLINT_TIER_IMAGE: return "image";
+    case FLINT_TIER_PARKED: return "parked";
+    }
+  return "unknown";
+}
+
+bool
+flint__replica_has_room (const flint_replica_t *r)
+{
+  return r->state == FLINT_REPLICA_READY && r->inflight < r->ep->scale.max_concurrency;
+}
+
+static void finalize (flint_replica_t *r);
+
+static void
+replica_free_cb (uv_handle_t *h)
+{
+  flint_replica_t *r = h->data;
+  free (h);
+  free (r);
+}
+
+static void
+replica_free (flint_replica_t *r)
+{
+  if (r->timer)
+    {
+      uv_timer_stop (r->timer);
+      r->timer->data = r;
+      uv_close ((uv_handle_t *) r->timer, replica_free_cb);
+      /* freed (with the timer) by the close callback */
+      r->timer = NULL;
+      return;
+    }
+  free (r);
+}
+
+static uv_timer_t *
+replica_timer (flint_replica_t *r)
+{
+  if (r->timer == NULL)
+    {
+      r->timer = calloc (1, sizeof *r->timer);
+      if (r->timer == NULL)
+        abort ();
+      uv_timer_init (r->d->loop, r->timer);
+      r->timer->data = r;
+    }
+  return r->timer;
+}
+
+/* ---- sending to the worker ------------------------------------------------------------- */
+
+static int
+send_worker (flint_replica_t *r, wframe_t *f)
+{
+  if (r->chan == NULL)
+    return -EPIPE;
+  return flint_channel_send (r->chan, &f->base, NULL, 0);
+}
+
+static void
+send_load (flint_replica_t *r)
+{
+  flint_version_t *v = r->version;
+  flint_manifest_t *m = v->manifest;
+  Flint__Worker__V1__Load load = FLINT__WORKER__V1__LOAD__INIT;
+  wframe_t f = FLINT__WORKER__V1__FRAME__INIT;
+  size_t nc = m->n_config, nw = m->n_weights;
+  Flint__Worker__V1__Load__ConfigEntry *cfg = calloc (nc + 1, sizeof *cfg);
+  Flint__Worker__V1__Load__ConfigEntry **cfgp = calloc (nc + 1, sizeof *cfgp);
+  Flint__Worker__V1__Load__WeightsEntry *w = calloc (nw + 1, sizeof *w);
+  Flint__Worker__V1__Load__WeightsEntry **wp = calloc (nw + 1, sizeof *wp);
+  char **wpaths = calloc (nw + 1, sizeof *wpaths);
+  char path[4200];
+  const char *root = r->d->cfg.isolate ? "/bundle" : v->bundle_dir;
+  const char *wroot = r->d->cfg.isolate ? "/weights" : v->weights_dir;
+
+  if (!cfg || !cfgp || !w || !wp || !wpaths)
+    abort ();
+  load.endpoint = r->ep->name;
+  load.version = v->number;
+  load.replica_id = r->id;
+  switch (m->kind)
+    {
+    case FLINT_KIND_NATIVE: load.kind = FLINT__WORKER__V1__KIND__KIND_NATIVE; break;
+    case FLINT_KIND_EXEC: load.kind = FLINT__WORKER__V1__KIND__KIND_EXEC; break;
+    case FLINT_KIND_LLM: load.kind = FLINT__WORKER__V1__KIND__KIND_LLM; break;
+    }
+  snprintf (path, sizeof path, "%s/%s", root, m->kind == FLINT_KIND_LLM ? m->model : m->function);
+  load.path = path;
+  load.n_args = m->n_args;
+  load.args = m->args;
+  for (size_t i = 0; i < nc; i++)
+    {
+      flint__worker__v1__load__config_entry__init (&cfg[i]);
+      cfg[i].key = m->config[i].key;
+      cfg[i].value = m->config[i].value;
+      cfgp[i] = &cfg[i];
+    }
+  load.n_config = nc;
+  load.config = cfgp;
+  for (size_t i = 0; i < nw; i++)
+    {
+      flint__worker__v1__load__weights_entry__init (&w[i]);
+      w[i].key = m->weights[i].key;
+      if (asprintf (&wpaths[i], "%s/%s", wroot ? wroot : root, m->weights[i].key) < 0)
+        abort ();
+      w[i].value = wpaths[i];
+      wp[i] = &w[i];
+    }
+  load.n_weights = nw;
+  load.weights = wp;
+  load.max_concurrency = r->ep->scale.max_concurrency;
+  load.max_payload = m->max_payload;
+  f.msg_case = FLINT__WORKER__V1__FRAME__MSG_LOAD;
+  f.load = &load;
+  send_worker (r, &f);
+  for (size_t i = 0; i < nw; i++)
+    free (wpaths[i]);
+  free (wpaths);
+  free (cfg);
+  free (cfgp);
+  free (w);
+  free (wp);
+}
+
+/* ---- startup outcome --------------------------------------------------------------------- */
+
+static void
+startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
+{
+  flint_endpoint_t *ep = r->ep;
+
+  if (r->state == FLINT_REPLICA_STARTING && ep->replicas_starting > 0)
+    ep->replicas_starting--;
+  flint_warn ("endpoint `%s` replica %s failed to start: %s", ep->name, r->id, msg);
+  snprintf (ep->last_error, sizeof ep->last_error, "replica %s failed to start: %s", r->id, msg);
+  flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", ep->last_error, strlen (ep->last_error));
+  if (r->deploy)
+    {
+      flint_deploy_t *dep = r->deploy;
+      r->deploy = NULL;
+      flint__deploy_replica_failed (dep, r, code, msg);
+    }
+  else
+    {
+      /* Nothing else is coming up for the queued requests: tell them why now rather than at
+       * their deadline. */
+      bool other = false;
+      flint_list_t *p;
+      for (p = ep->replicas.next; p != &ep->replicas; p = p->next)
+        {
+          flint_replica_t *o = flint_list_entry (p, flint_replica_t, link);
+          if (o != r && (o->state == FLINT_REPLICA_READY || o->state == FLINT_REPLICA_STARTING))
+            other = true;
+        }
+      if (!other)
+        {
+          char why[800];
+          snprintf (why, sizeof why, "endpoint `%s`: no replica could be started: %s", ep->name, msg);
+          while (!flint_list_empty (&ep->queue))
+            {
+              flint_request_t *req = flint_list_entry (ep->queue.next, flint_request_t, link);
+              flint__request_complete (req, FLINT_EUNAVAILABLE, why, NULL, 0);
+            }
+        }
+    }
+}
+
+static void
+became_ready (flint_replica_t *r, double init_ms)
+{
+  flint_endpoint_t *ep = r->ep;
+
+  if (ep->replicas_starting > 0)
+    ep->replicas_starting--;
+  r->state = FLINT_REPLICA_READY;
+  r->ready_ns = r->last_active_ns = flint_now_ns ();
+  r->phases_ms[PHASE_INIT] = init_ms;
+  r->phases_ms[PHASE_TOTAL] = (double) (r->ready_ns - r->started_ns) / 1e6;
+  if (r->timer)
+    uv_timer_stop (r->timer);
+  flint_info ("endpoint `%s` v%llu replica %s ready (%s, %.1f ms: sandbox %.1f, init %.1f)", ep->name,
+              (unsigned long long) r->version->number, r->id, flint__tier_name (r->tier), r->phases_ms[PHASE_TOTAL],
+              r->phases_ms[PHASE_SANDBOX], init_ms);
+  if (r->deploy)
+    {
+      flint_deploy_t *dep = r->deploy;
+      r->deploy = NULL;
+      flint__deploy_replica_ready (dep, r);
+      return; /* the deploy decides when the replica takes traffic */
+    }
+  if (r->version != ep->current)
+    {
+      flint__replica_stop (r, "its version is no longer current");
+      return;
+    }
+  flint__dispatch_pump (ep);
+}
+
+/* ---- frames from the worker -------------------------------------------------------------- */
+
+static void
+worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *data)
+{
+  flint_replica_t *r = data;
+  wframe_t *f = flint__worker__v1__frame__unpack (NULL, len, payload);
+
+  (void) ch;
+  if (f == NULL)
+    {
+      flint_warn ("replica %s: malformed frame (%zu bytes): stopping it", r->id, len);
+      flint__replica_stop (r, "protocol error");
+      return;
+    }
+  switch (f->msg_case)
+    {
+    case FLINT__WORKER__V1__FRAME__MSG_HELLO:
+      if (f->hello->abi_version != FLINT_ABI_VERSION)
+        {
+          char msg[200];
+          snprintf (msg, sizeof msg, "flint-worker speaks ABI %u, flintd %u", f->hello->abi_version,
+                    FLINT_ABI_VERSION);
+          startup_failed (r, FLINT_EINTERNAL, msg);
+          flint__replica_stop (r, "ABI mismatch");
+          break;
+        }
+      r->phases_ms[PHASE_CONNECT] = (double) (flint_now_ns () - r->started_ns) / 1e6;
+      send_load (r);
+      break;
+    case FLINT__WORKER__V1__FRAME__MSG_LOADED:
+      if (r->state != FLINT_REPLICA_STARTING)
+        break;
+      if (f->loaded->ok)
+        became_ready (r, f->loaded->init_ms);
+      else
+        {
+          flint_status_t code = f->loaded->code > 0 && f->loaded->code <= 16 ? (flint_status_t) f->loaded->code
+                                                                             : FLINT_EPRECONDITION;
+          startup_failed (r, code, f->loaded->error);
+          flint__replica_stop (r, "its function failed to load");
+        }
+      break;
+    case FLINT__WORKER__V1__FRAME__MSG_RESULT:
+    case FLINT__WORKER__V1__FRAME__MSG_CHUNK:
+      {
+        uint64_t id = f->msg_case == FLINT__WORKER__V1__FRAME__MSG_RESULT ? f->result->request_id
+                                                                          : f->chunk->request_id;
+        flint_request_t *req = NULL;
+        for (flint_list_t *p = r->requests.next; p != &r->requests; p = p->next)
+          {
+            flint_request_t *q = flint_list_entry (p, flint_request_t, link);
+            if (q->id == id)
+              {
+                req = q;
+                break;
+              }
+          }
+        if (req == NULL)
+          break; /* cancelled or timed out meanwhile */
+        if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_CHUNK)
+          {
+            req->chunks_sent = true;
+            req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
+          }
+        else
+          {
+            Flint__Worker__V1__Result *res = f->result;
+            r->completed++;
+            r->last_active_ns = flint_now_ns ();
+            if (res->code == 0)
+              flint__request_complete (req, FLINT_OK, NULL, res->data.data, res->data.len);
+            else
+              {
+                char msg[800];
+                flint_status_t code = res->code > 0 && res->code <= 16 ? (flint_status_t) res->code : FLINT_EUNKNOWN;
+                snprintf (msg, sizeof msg, "endpoint `%s`: %s", r->ep->name, res->message);
+                flint__request_complete (req, code, msg, NULL, 0);
+              }
+          }
+        break;
+      }
+    default:
+      break;
+    }
+  flint__worker__v1__frame__free_unpacked (f, NULL);
+}
+
+static void
+exit_wait_cb (uv_timer_t *t)
+{
+  flint_replica_t *r = t->data;
+  if (!r->exited)
+    snprintf (r->exit_reason, sizeof r->exit_reason, "the worker closed its connection");
+  finalize (r);
+}
+
+static void
+worker_close_cb (flint_channel_t *ch, int error, void *data)
+{
+  flint_replica_t *r = data;
+  (void) error;
+  (void) ch;
+  r->channel_closed = true;
+  if (r->exited)
+    {
+      finalize (r);
+      return;
+    }
+  /* The exit report (with the cause) is on its way from the spawner: wait a moment for it. */
+  uv_timer_start (replica_timer (r), exit_wait_cb, EXIT_REPORT_WAIT_MS, 0);
+}
+
+static void
+startup_timeout_cb (uv_timer_t *t)
+{
+  flint_replica_t *r = t->data;
+  char msg[200];
+
+  if (r->state != FLINT_REPLICA_STARTING)
+    return;
+  snprintf (msg, sizeof msg, "did not become ready within startup_timeout (%.1f s)",
+            (double) r->ep->scale.startup_timeout_ms / 1000.0);
+  startup_failed (r, FLINT_EDEADLINE, msg);
+  r->state = FLINT_REPLICA_STOPPING;
+  flint__replica_stop (r, "startup timeout");
+}
+
+/* ---- start / stop / death ------------------------------------------------------------------ */
+
+static void
+build_env (flint_replica_t *r, char **env, size_t max, char store[][512], size_t *n)
+{
+  *n = 0;
+  snprintf (store[(*n)++], 512, "PATH=/usr/local/bin:/usr/bin:/bin");
+  snprintf (store[(*n)++], 512, "HOME=/tmp");
+  snprintf (store[(*n)++], 512, "LANG=C.UTF-8");
+  snprintf (store[(*n)++], 512, "FLINT_ENDPOINT=%s", r->ep->name);
+  snprintf (store[(*n)++], 512, "FLINT_VERSION=%llu", (unsigned long long) r->version->number);
+  for (size_t i = 0; i < *n && i < max; i++)
+    env[i] = store[i];
+}
+
+flint_replica_t *
+flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *err)
+{
+  flint_daemon_t *d = ep->d;
+  flint_manifest_t *m = v->manifest;
+  flint_replica_t *r;
+  int chan[2] = { -1, -1 }, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
+  Flint__Node__V1__Spawn spawn = FLINT__NODE__V1__SPAWN__INIT;
+  Flint__Node__V1__SandboxSpec spec = FLINT__NODE__V1__SANDBOX_SPEC__INIT;
+  Flint__Node__V1__NodeFrame f = FLINT__NODE__V1__NODE_FRAME__INIT;
+  char *argv[1];
+  char *env[16];
+  char envstore[16][512];
+  size_t nenv;
+  char hostname[64];
+  int fds[3];
+  int rc;
+  unsigned short rnd = 0;
+
+  if (m == NULL)
+    {
+      flint_error_set (err, FLINT_EPRECONDITION, "version %llu has no valid manifest", (unsigned long long) v->number);
+      return NULL;
+    }
+  if (!d->spawner.up)
+    {
+      flint_error_set (err, FLINT_EUNAVAILABLE, "the spawner is not running (restarting); try again shortly");
+      return NULL;
+    }
+  r = calloc (1, sizeof *r);
+  if (r == NULL)
+    abort ();
+  r->d = d;
+  r->ep = ep;
+  r->version = v;
+  r->state = FLINT_REPLICA_STARTING;
+  r->tier = FLINT_TIER_COLD;
+  r->owner = &d->spawner;
+  r->started_ns = flint_now_ns ();
+  flint_list_init (&r->requests);
+  getrandom (&rnd, sizeof rnd, GRND_NONBLOCK);
+  snprintf (r->id, sizeof r->id, "%.24s-%llu-r%llu-%04x", ep->name, (unsigned long long) v->number,
+            (unsigned long long) ++d->next_replica_seq, rnd);
+
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0 || pipe2 (out, O_CLOEXEC) < 0
+      || pipe2 (errp, O_CLOEXEC) < 0)
+    {
+      flint_error_set_errno (err, FLINT_EINTERNAL, errno, "replica channel");
+      goto fail;
+    }
+
+  argv[0] = d->worker_path;
+  build_env (r, env, 16, envstore, &nenv);
+  snprintf (hostname, sizeof hostname, "%.63s", ep->name);
+  spec.bundle_dir = v->bundle_dir;
+  spec.weights_dir = v->weights_dir ? v->weights_dir : (char *) "";
+  spec.memory_bytes = m->resources.memory_bytes;
+  spec.cpu_millis = m->resources.cpu_millis;
+  spec.pids_max = m->resources.pids;
+  spec.tmp_bytes = m->resources.tmp_bytes;
+  spec.nofile = m->resources.nofile;
+  spec.network = m->network;
+  spec.gpu = m->resources.gpu;
+  spec.n_env = nenv;
+  spec.env = env;
+  spec.cgroup_name = r->id;
+  spec.hostname = hostname;
+  spawn.replica_id = r->id;
+  spawn.sandbox = &spec;
+  spawn.n_argv = 1;
+  spawn.argv = argv;
+  f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_SPAWN;
+  f.spawn = &spawn;
+  fds[0] = chan[1];
+  fds[1] = out[1];
+  fds[2] = errp[1];
+  rc = flint__helper_send (&d->spawner, &f.base, fds, 3);
+  close (chan[1]), close (out[1]), close (errp[1]);
+  chan[1] = out[1] = errp[1] = -1;
+  if (rc < 0)
+    {
+      flint_error_set_errno (err, FLINT_EUNAVAILABLE, rc, "send the spawn request to the spawner");
+      goto fail;
+    }
+  rc = flint_channel_new (d->loop, chan[0], m->max_payload + (256u << 10), worker_frame_cb, worker_close_cb, r,
+                          &r->chan);
+  if (rc < 0)
+    {
+      flint_error_set_errno (err, FLINT_EINTERNAL, rc, "replica channel");
+      goto fail;
+    }
+  chan[0] = -1;
+  r->log_out = flint_logpipe_open (d->loop, out[0], ep->logbook, v->number, r->id, "stdout");
+  r->log_err = flint_logpipe_open (d->loop, errp[0], ep->logbook, v->number, r->id, "stderr");
+  out[0] = errp[0] = -1;
+
+  uv_timer_start (replica_timer (r), startup_timeout_cb, ep->scale.startup_timeout_ms, 0);
+  flint_map_put (&d->replicas, r->id, r);
+  flint_list_insert_tail (&ep->replicas, &r->link);
+  ep->replicas_starting++;
+  ep->cold_starts++;
+  return r;
+
+fail:
+  for (int i = 0; i < 2; i++)
+    {
+      if (chan[i] >= 0)
+        close (chan[i]);
+      if (out[i] >= 0)
+        close (out[i]);
+      if (errp[i] >= 0)
+        close (errp[i]);
+    }
+  if (r->chan)
+    flint_channel_close (r->chan);
+  free (r);
+  return NULL;
+}
+
+static void
+send_kill (flint_replica_t *r)
+{
+  Flint__Node__V1__Kill k = FLINT__NODE__V1__KILL__INIT;
+  Flint__Node__V1__NodeFrame f = FLINT__NODE__V1__NODE_FRAME__INIT;
+
+  k.replica_id = r->id;
+  f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_KILL;
+  f.kill = &k;
+  if (r->owner == NULL || flint__helper_send (r->owner, &f.base, NULL, 0) < 0)
+    {
+      /* the owner is gone, and with it the worker */
+      r->exited = true;
+      snprintf (r->exit_reason, sizeof r->exit_reason, "its supervisor (%s) went away",
+                r->owner ? r->owner->name : "none");
+      finalize (r);
+    }
+}
+
+void
+flint__replica_stop (flint_replica_t *r, const char *why)
+{
+  if (r->state == FLINT_REPLICA_STOPPING || r->state == FLINT_REPLICA_DEAD)
+    return;
+  if (r->state == FLINT_REPLICA_STARTING && r->ep->replicas_starting > 0)
+    r->ep->replicas_starting--;
+  flint_debug ("stopping replica %s: %s", r->id, why);
+  r->state = FLINT_REPLICA_STOPPING;
+  if (r->exit_reason[0] == '\0')
+    snprintf (r->exit_reason, sizeof r->exit_reason, "stopped by flintd (%s)", why);
+  send_kill (r);
+}
+
+static void
+finalize (flint_replica_t *r)
+{
+  flint_daemon_t *d = r->d;
+  flint_endpoint_t *ep = r->ep;
+  bool was_starting = r->state == FLINT_REPLICA_STARTING;
+  char reason[300];
+
+  if (r->state == FLINT_REPLICA_DEAD)
+    return;
+  snprintf (reason, sizeof reason, "%s", r->exit_reason[0] ? r->exit_reason : "the worker died");
+  if (was_starting)
+    startup_failed (r, FLINT_EUNAVAILABLE, reason);
+  r->state = FLINT_REPLICA_DEAD;
+  if (r->timer)
+    uv_timer_stop (r->timer);
+  flint__dispatch_replica_lost (r, reason, FLINT_EUNAVAILABLE);
+  if (r->chan)
+    {
+      flint_channel_close (r->chan);
+      r->chan = NULL;
+    }
+  flint_logpipe_close (r->log_out);
+  flint_logpipe_close (r->log_err);
+  r->log_out = r->log_err = NULL;
+  if (!d->shutting_down && strncmp (reason, "stopped by flintd", 17) != 0)
+    {
+      char line[400];
+      snprintf (line, sizeof line, "replica %s: %s", r->id, reason);
+      flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", line, strlen (line));
+      flint_warn ("endpoint `%s`: %s", ep->name, line);
+    }
+  flint_map_del (&d->replicas, r->id);
+  flint_list_remove (&r->link);
+  {
+    flint_version_t *v = r->version;
+    replica_free (r);
+    if (!d->shutting_down)
+      flint__version_maybe_free (v);
+  }
+  if (!d->shutting_down)
+    {
+      flint__dispatch_scale_for_queue (ep);
+      flint__endpoint_maybe_reap (ep);
+    }
+}
+
+/* ---- frames from the helpers (Spawned / Exited) ------------------------------------------- */
+
+void
+flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_t len)
+{
+  Flint__Node__V1__NodeFrame *f = flint__node__v1__node_frame__unpack (NULL, len, payload);
+  flint_replica_t *r;
+
+  if (f == NULL)
+    {
+      flint_err ("malformed frame from %s (%zu bytes)", h->name, len);
+      return;
+    }
+  switch (f->msg_case)
+    {
+    case FLINT__NODE__V1__NODE_FRAME__MSG_SPAWNED:
+      r = flint_map_get (&h->d->replicas, f->spawned->replica_id);
+      if (r == NULL)
+        break;
+      if (!f->spawned->ok)
+        {
+          r->exited = true;
+          snprintf (r->exit_reason, sizeof r->exit_reason, "sandbox: %s", f->spawned->error);
+          startup_failed (r, FLINT_EUNAVAILABLE, r->exit_reason);
+          r->state = FLINT_REPLICA_STOPPING;
+          finalize (r);
+          break;
+        }
+      r->pid = f->spawned->pid;
+      for (size_t i = 0; i < f->spawned->n_phases_ms; i++)
+        if (strcmp (f->spawned->phases_ms[i]->key, "total") == 0)
+          r->phases_ms[PHASE_SANDBOX] = f->spawned->phases_ms[i]->value;
+      break;
+    case FLINT__NODE__V1__NODE_FRAME__MSG_EXITED:
+      r = flint_map_get (&h->d->replicas, f->exited->replica_id);
+      if (r == NULL)
+        break;
+      r->exited = true;
+      r->oom_killed = f->exited->oom_killed;
+      /* a cause found by the kernel beats "stopped by flintd" */
+      if (r->exit_reason[0] == '\0' || f->exited->oom_killed || f->exited->pids_limit_hit)
+        snprintf (r->exit_reason, sizeof r->exit_reason, "worker %s", f->exited->reason);
+      if (r->channel_closed || r->state == FLINT_REPLICA_STOPPING)
+        finalize (r);
+      else if (r->chan)
+        {
+          /* exited but the channel is still open (a grandchild holds it?): close our side */
+          flint_channel_close (r->chan);
+          r->chan = NULL;
+          finalize (r);
+        }
+      break;
+    default:
+      break;
+    }
+  flint__node__v1__node_frame__free_unpacked (f, NULL);
+}
+
+void
+flint__replicas_helper_lost (flint_helper_t *h)
+{
+  const char *key;
+  void *val;
+  flint_replica_t *victims[1024];
+  size_t n = 0;
+
+  for (size_t it = 0; flint_map_next (&h->d->replicas, &it, &key, &val) && n < 1024;)
+    {
+      flint_replica_t *r = val;
+      if (r->owner == h)
+        victims[n++] = r;
+    }
+  for (size_t i = 0; i < n; i++)
+    {
+      victims[i]->exited = true;
+      snprintf (victims[i]->exit_reason, sizeof victims[i]->exit_reason, "its supervisor (%s) died", h->name);
+      finalize (victims[i]);
+    }
+}
+

@@ -1,0 +1,46 @@
+/* flint-worker internals: the frame loop that hosts one function inside a sandbox.
+ *
+ * A worker talks to flintd over one stream socket (fd 3 by default) using the frames of
+ * proto/flint/worker/v1/worker.proto. It loads one function through a `loader` (native shared
+ * object, executable, or the built-in model engine), runs its init, and then serves invokes
+ * until the socket closes. The function sees only the ABI in include/flint/function.h. */
+#ifndef FLINT_WORKER_H
+#define FLINT_WORKER_H
+
+#include "flint/function.h"
+#include "flint/error.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The entry points of a loaded function, whatever its kind. Unset hooks are NULL. */
+typedef struct flint_function_s {
+  int (*init) (flint_ctx_t *ctx);
+  int (*invoke) (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out);
+  int (*before_checkpoint) (flint_ctx_t *ctx);
+  int (*after_restore) (flint_ctx_t *ctx);
+  /* Engine metrics for Pong frames (name → value pairs); NULL for plain functions. Writes up to
+   * `max` pairs and returns how many. */
+  size_t (*stats) (flint_ctx_t *ctx, const char **names, double *values, size_t max);
+  /* Releases what the loader acquired (dlclose, child process). May be NULL. */
+  void (*unload) (flint_ctx_t *ctx);
+  void *loader_state;
+} flint_function_t;
+
+/* Loaders: fill `fn` for the function at `path` (inside the sandbox). On failure return -1 with
+ * `err` set: FLINT_EPRECONDITION for a function that cannot be hosted (missing entry points,
+ * ABI mismatch, not executable), FLINT_EINTERNAL for environment failures. */
+int flint__load_native (flint_ctx_t *ctx, const char *path, flint_function_t *fn, flint_error_t *err);
+int flint__load_exec (flint_ctx_t *ctx, const char *path, char *const *args, size_t nargs,
+                      flint_function_t *fn, flint_error_t *err);
+int flint__load_llm (flint_ctx_t *ctx, const char *path, flint_function_t *fn, flint_error_t *err);
+
+/* Runs the worker on channel `chan` until flintd closes it or sends a fatal frame.
+ * Returns the process exit status. */
+int flint_worker_run (int chan);
+
+/* The message set by flint_set_error()/flint_fail() during init or a hook, or "" (for loaders). */
+const char *flint__ctx_error (flint_ctx_t *ctx);
+void flint__ctx_clear_error (flint_ctx_t *ctx);
+
+#endif
