@@ -1,0 +1,111 @@
+/* Unit tests of common/util.c, frame.c and map.c. */
+#include "tap.h"
+#include "flint/frame.h"
+#include "flint/map.h"
+#include "flint/util.h"
+#include "flint/worker/v1/worker.pb-c.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int
+main (void)
+{
+  uint64_t v;
+  char buf[64];
+
+  ok (flint_parse_size ("256Mi", &v) == 0 && v == 256u << 20, "256Mi");
+  ok (flint_parse_size ("1G", &v) == 0 && v == 1000000000ull, "1G is decimal");
+  ok (flint_parse_size ("1.5Gi", &v) == 0 && v == 3ull << 29, "fractions");
+  ok (flint_parse_size ("12", &v) == 0 && v == 12, "bare bytes");
+  ok (flint_parse_size ("-1", &v) < 0 && flint_parse_size ("5 parsecs", &v) < 0 && flint_parse_size ("", &v) < 0,
+      "bad sizes refused");
+  ok (flint_parse_duration_ms ("250ms", &v) == 0 && v == 250, "250ms");
+  ok (flint_parse_duration_ms ("2.5s", &v) == 0 && v == 2500, "2.5s");
+  ok (flint_parse_duration_ms ("5m", &v) == 0 && v == 300000, "5m");
+  ok (flint_parse_duration_ms ("30", &v) == 0 && v == 30000, "bare seconds");
+  ok (flint_parse_duration_ms ("1d", &v) < 0, "unknown unit refused");
+  flint_format_size (1536 << 20, buf, sizeof buf);
+  is_str (buf, "1.5 GiB", "format size");
+
+  /* frames over a socketpair, blocking and incremental */
+  {
+    int sv[2];
+    Flint__Worker__V1__Ping ping = FLINT__WORKER__V1__PING__INIT;
+    Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
+    uint8_t *got = NULL;
+    size_t len, nfds = 0;
+    flint_frame_reader_t rd;
+    const uint8_t *payload;
+
+    socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    ping.seq = 42;
+    f.msg_case = FLINT__WORKER__V1__FRAME__MSG_PING;
+    f.ping = &ping;
+    ok (flint_frame_send (sv[0], &f.base, NULL, 0) == 0, "send a frame");
+    ok (flint_frame_recv (sv[1], 1024, &got, &len, NULL, &nfds) == 1, "receive it");
+    {
+      Flint__Worker__V1__Frame *u = flint__worker__v1__frame__unpack (NULL, len, got);
+      ok (u && u->msg_case == FLINT__WORKER__V1__FRAME__MSG_PING && u->ping->seq == 42, "same message");
+      flint__worker__v1__frame__free_unpacked (u, NULL);
+    }
+    free (got);
+    /* an oversized announcement is refused before allocation */
+    {
+      uint8_t hdr[4] = { 0xff, 0xff, 0xff, 0x7f };
+      (void) !write (sv[0], hdr, 4);
+      ok (flint_frame_recv (sv[1], 1024, &got, &len, NULL, &nfds) == -EMSGSIZE, "oversized frame refused");
+    }
+    /* incremental reader: byte by byte */
+    {
+      uint8_t *enc;
+      size_t elen;
+      int n = 0;
+      flint_frame_encode (&f.base, 1024, &enc, &elen);
+      flint_frame_reader_init (&rd, 1024);
+      for (size_t i = 0; i < elen; i++)
+        {
+          uint8_t *space;
+          size_t room;
+          flint_frame_reader_space (&rd, 1, &space, &room);
+          *space = enc[i];
+          flint_frame_reader_commit (&rd, 1);
+          n += flint_frame_reader_next (&rd, &payload, &len) == 1;
+        }
+      ok (n == 1 && len == elen - 4, "incremental reader yields exactly one frame");
+      free (enc);
+      flint_frame_reader_free (&rd);
+    }
+    close (sv[0]);
+    close (sv[1]);
+  }
+
+  /* map */
+  {
+    flint_map_t m = FLINT_MAP_INIT;
+    char key[32];
+    int vals[2000], found = 0;
+    for (int i = 0; i < 2000; i++)
+      {
+        vals[i] = i;
+        snprintf (key, sizeof key, "k%d", i);
+        flint_map_put (&m, key, &vals[i]);
+      }
+    for (int i = 0; i < 2000; i += 2)
+      {
+        snprintf (key, sizeof key, "k%d", i);
+        flint_map_del (&m, key);
+      }
+    for (int i = 0; i < 2000; i++)
+      {
+        snprintf (key, sizeof key, "k%d", i);
+        int *p = flint_map_get (&m, key);
+        if ((i % 2 == 0 && p == NULL) || (i % 2 == 1 && p && *p == i))
+          found++;
+      }
+    ok (found == 2000 && m.len == 1000, "map put/get/del");
+    flint_map_free (&m);
+  }
+  return tap_done ();
+}
