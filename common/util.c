@@ -104,7 +104,8 @@ flint_close_fds_except (int lowfd, const int *keep, size_t nkeep)
   size_t n = nkeep < 64 ? nkeep : 64;
   int from = lowfd;
 
-  memcpy (sorted, keep, n * sizeof (int));
+  if (n)
+    memcpy (sorted, keep, n * sizeof (int));
   qsort (sorted, n, sizeof (int), int_cmp);
   for (size_t i = 0; i <= n; i++)
     {

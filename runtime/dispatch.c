@@ -45,7 +45,8 @@ flint__request_new (flint_daemon_t *d, const uint8_t *payload, size_t len, bool 
   req->payload = malloc (len ? len : 1);
   if (req->payload == NULL)
     abort ();
-  memcpy (req->payload, payload, len);
+  if (len)
+    memcpy (req->payload, payload, len);
   req->len = len;
   req->d = d;
   req->id = ++d->next_request_id;

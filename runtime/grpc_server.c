@@ -224,6 +224,7 @@ async_cb (uv_async_t *h)
     {
       event_t *next = ev->next;
       flint_rpc_t *rpc = ev->rpc;
+      bool embedded = ev->embedded; /* the rpc, and an event inside it, may be freed below */
       switch (ev->kind)
         {
         case EV_ARRIVED:
@@ -248,7 +249,7 @@ async_cb (uv_async_t *h)
           rpc_unref (rpc);
           break;
         }
-      if (!ev->embedded)
+      if (!embedded)
         {
           free (ev->msg);
           free (ev);

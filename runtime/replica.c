@@ -389,6 +389,11 @@ build_env (flint_replica_t *r, char **env, size_t max, char store[][512], size_t
   snprintf (store[(*n)++], 512, "LANG=C.UTF-8");
   snprintf (store[(*n)++], 512, "FLINT_ENDPOINT=%s", r->ep->name);
   snprintf (store[(*n)++], 512, "FLINT_VERSION=%llu", (unsigned long long) r->version->number);
+  /* sanitizer settings of a test build reach the workers too (unset in production) */
+  static const char *const pass[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" };
+  for (size_t i = 0; i < FLINT_ARRAY_SIZE (pass); i++)
+    if (getenv (pass[i]) && *n < max)
+      snprintf (store[(*n)++], 512, "%s=%s", pass[i], getenv (pass[i]));
   for (size_t i = 0; i < *n && i < max; i++)
     env[i] = store[i];
 }

@@ -139,11 +139,26 @@ class Flintd:
         self.stop()
         self.start()
 
+    def sanitizer_reports(self):
+        """Sanitizer reports in flintd's log and in the workers' logs (test builds)."""
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+        found = [line for line in self.read_log().splitlines() if any(m in line for m in marks)]
+        logs = os.path.join(self.state, "logs")
+        for root, _dirs, files in os.walk(logs):
+            for name in files:
+                with open(os.path.join(root, name), errors="replace") as f:
+                    found += [line for line in f if any(m in line for m in marks)]
+        return found
+
     def cleanup(self):
         self.stop()
+        reports = self.sanitizer_reports()
         # the run dir is a tmpfs flintd mounted; images and weights live there
         subprocess.run(["umount", "-l", self.run], stderr=subprocess.DEVNULL)
+        log = self.read_log()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer reports:\n" + "\n".join(reports) + "\n--- flintd log ---\n" + log[-6000:])
 
     # ---- clients --------------------------------------------------------------------------
     def cli(self, *args, input=None, check=True, timeout=120):
