@@ -235,7 +235,7 @@ flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_
     d->spawner.argv[i++] = argbuf[2];
     d->spawner.argv[i] = NULL;
   }
-  if (flint__helper_start (&d->spawner, err) < 0)
+  if (flint__helper_start_wait (&d->spawner, 10000, err) < 0)
     return -1;
 
   if (flint_grpc_server_new (d->loop, &gopts, &d->grpc, err) < 0)

@@ -185,6 +185,8 @@ struct flint_helper_s {
   uv_process_t *proc;
   flint_channel_t *chan;
   bool up;
+  bool ready;                     /* it sent an ok HelperStatus */
+  char status[512];               /* its last HelperStatus message */
   unsigned restarts;
   uint64_t last_start_ns;
   uv_timer_t *restart_timer;
@@ -286,6 +288,10 @@ void flint__api_fill_engine (flint_endpoint_t *ep, struct Flint__V1__Endpoint *m
 
 /* helper.c */
 int flint__helper_start (flint_helper_t *h, flint_error_t *err);
+/* Starts the helper and runs the loop until it reports ready (or fails: -1 with its reason). */
+int flint__helper_start_wait (flint_helper_t *h, uint64_t timeout_ms, flint_error_t *err);
+/* Handles a HelperStatus frame; true when the frame was one. */
+bool flint__helper_status_frame (flint_helper_t *h, const uint8_t *payload, size_t len);
 int flint__helper_send (flint_helper_t *h, const ProtobufCMessage *msg, const int *fds, size_t nfds);
 void flint__helper_stop (flint_helper_t *h);
 

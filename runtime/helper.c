@@ -4,6 +4,7 @@
 #include "daemon.h"
 #include "flint/log.h"
 #include "flint/util.h"
+#include "flint/node/v1/node.pb-c.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -63,6 +64,7 @@ lost (flint_helper_t *h)
   if (!h->up)
     return;
   h->up = false;
+  h->ready = false;
   if (h->chan)
     {
       flint_channel_close (h->chan);
@@ -86,12 +88,53 @@ exit_cb (uv_process_t *proc, int64_t status, int signal)
   schedule_restart (h);
 }
 
+bool
+flint__helper_status_frame (flint_helper_t *h, const uint8_t *payload, size_t len)
+{
+  Flint__Node__V1__NodeFrame *f = flint__node__v1__node_frame__unpack (NULL, len, payload);
+  bool was = f && f->msg_case == FLINT__NODE__V1__NODE_FRAME__MSG_STATUS;
+
+  if (was)
+    {
+      snprintf (h->status, sizeof h->status, "%s", f->status->message);
+      h->ready = f->status->ok;
+      if (h->ready)
+        flint_info ("%s ready: %s", h->name, h->status);
+      else
+        flint_err ("%s cannot work: %s", h->name, h->status);
+    }
+  if (f)
+    flint__node__v1__node_frame__free_unpacked (f, NULL);
+  return was;
+}
+
 static void
 helper_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *data)
 {
   flint_helper_t *h = data;
   (void) ch;
+  if (!h->ready && flint__helper_status_frame (h, payload, len))
+    return;
   h->frame_cb (h, payload, len);
+}
+
+int
+flint__helper_start_wait (flint_helper_t *h, uint64_t timeout_ms, flint_error_t *err)
+{
+  uint64_t until = flint_now_ns () + timeout_ms * 1000000ull;
+
+  h->status[0] = '\0';
+  if (flint__helper_start (h, err) < 0)
+    return -1;
+  while (!h->ready && h->up && flint_now_ns () < until)
+    uv_run (h->d->loop, UV_RUN_ONCE);
+  if (h->ready)
+    return 0;
+  /* no restarts for a helper that cannot work from the start: report why and stop */
+  if (h->restart_timer)
+    uv_timer_stop (h->restart_timer);
+  return flint_error_set (err, FLINT_EPRECONDITION, "%s failed to start: %s", h->name,
+                          h->status[0] ? h->status : "it exited without saying why (see the log above)");
 }
 
 static void

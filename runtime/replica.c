@@ -422,7 +422,7 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
       flint_error_set (err, FLINT_EPRECONDITION, "version %llu has no valid manifest", (unsigned long long) v->number);
       return NULL;
     }
-  if (!d->spawner.up)
+  if (!d->spawner.up || !d->spawner.ready)
     {
       flint_error_set (err, FLINT_EUNAVAILABLE, "the spawner is not running (restarting); try again shortly");
       return NULL;
@@ -619,7 +619,7 @@ flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_
       if (!f->spawned->ok)
         {
           r->exited = true;
-          snprintf (r->exit_reason, sizeof r->exit_reason, "sandbox: %s", f->spawned->error);
+          snprintf (r->exit_reason, sizeof r->exit_reason, "%s", f->spawned->error);
           startup_failed (r, FLINT_EUNAVAILABLE, r->exit_reason);
           r->state = FLINT_REPLICA_STOPPING;
           finalize (r);

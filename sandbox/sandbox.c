@@ -1,44 +1,95 @@
-/* Sandbox lifecycle. This file holds the parts independent of isolation: spawning with plain
- * fork+exec (isolate = false), exit explanation and wait-status formatting. */
-#include "sandbox.h"
+/* Sandbox creation, death explanation and clean-up.
+ *
+ * Isolated spawn, step by step (parent = the single-threaded spawner, child = the future worker):
+ *
+ *   parent: create the cgroup with its limits
+ *   parent: clone(NEWPID | NEWNS | NEWIPC | NEWUTS | NEWNET) ───────▶ child (pid 1 of its ns)
+ *   parent: move the child into the cgroup, then release it ───────▶ child: unshare(NEWCGROUP)
+ *                                                                    (so its cgroup is its root)
+ *                                                         child: setsid, death signal, lo up,
+ *                                                                hostname, rootfs + pivot_root,
+ *                                                                rlimits, drop caps and ids,
+ *                                                                no_new_privs, seccomp, execve
+ *   parent: reads the child's report pipe (close-on-exec) until EOF: per-phase timings, or the
+ *           step that failed with its errno.
+ *
+ * The child never returns into the spawner: it reports and _exits on any failure. A child killed
+ * in the middle leaves nothing: its mounts live in its own mount namespace, its processes in its
+ * pid namespace, and the parent removes the cgroup when it reaps it. */
+#include "sandbox_internal.h"
 #include "flint/cleanup.h"
 #include "flint/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct flint_sandbox_node_s {
-  flint_sandbox_options_t opts;
-  char describe[256];
-};
+/* What the child reports through its pipe before exec (or instead of it). */
+typedef struct child_report_s {
+  int failed;        /* 1: `err` at `stage`; 0: timings */
+  int err;
+  char stage[96];
+  double mounts_ms;
+  double seccomp_ms;
+  uint64_t exec_start_ns;
+} child_report_t;
 
-struct flint_sandbox_s {
-  char id[128];
-  pid_t pid;
-  uint64_t memory_limit;
-};
+/* ---- node ------------------------------------------------------------------------------ */
 
 int
 flint_sandbox_node_new (const flint_sandbox_options_t *opts, flint_sandbox_node_t **out, flint_error_t *err)
 {
   flint_sandbox_node_t *node = calloc (1, sizeof *node);
+  int r;
+
   if (node == NULL)
     return flint_error_set (err, FLINT_EINTERNAL, "out of memory");
   node->opts = *opts;
-  if (opts->isolate)
+  if (!opts->isolate)
+    {
+      snprintf (node->describe, sizeof node->describe, "no isolation (development mode)");
+      *out = node;
+      return 0;
+    }
+  if (geteuid () != 0)
     {
       free (node);
-      return flint_error_set (err, FLINT_EUNIMPLEMENTED, "isolated sandboxes are not built yet");
+      return flint_error_set (err, FLINT_EPERM, "sandboxes need root (or run flintd with --no-sandbox to develop)");
     }
-  snprintf (node->describe, sizeof node->describe, "no isolation (development mode)");
+  snprintf (node->run_dir, sizeof node->run_dir, "%s", opts->run_dir);
+  snprintf (node->root_dir, sizeof node->root_dir, "%s/root", opts->run_dir);
+  r = flint_mkdir_p (node->root_dir, 0700);
+  if (r < 0)
+    {
+      free (node);
+      return flint_error_set_errno (err, FLINT_EINTERNAL, r, "create `%s`", node->root_dir);
+    }
+  if (flint_cgroup_probe (opts->cgroup_parent, &node->cg, err) < 0 || flint__seccomp_compile (node, err) < 0)
+    {
+      flint_sandbox_node_free (node);
+      return -1;
+    }
+  node->have_nvidia = access ("/dev/nvidiactl", F_OK) == 0;
+  snprintf (node->describe, sizeof node->describe,
+            "namespaces pid+mnt+ipc+uts+net+cgroup, cgroup %s (%s), seccomp %u+%u instructions, uid %u%s",
+            node->cg.ops->name, node->cg.parent, node->seccomp_standard.len, node->seccomp_gpu.len,
+            (unsigned) opts->uid, node->have_nvidia ? ", GPU device nodes present" : "");
   *out = node;
   return 0;
 }
@@ -46,6 +97,10 @@ flint_sandbox_node_new (const flint_sandbox_options_t *opts, flint_sandbox_node_
 void
 flint_sandbox_node_free (flint_sandbox_node_t *node)
 {
+  if (node == NULL)
+    return;
+  free (node->seccomp_standard.filter);
+  free (node->seccomp_gpu.filter);
   free (node);
 }
 
@@ -58,105 +113,336 @@ flint_sandbox_node_describe (const flint_sandbox_node_t *node)
 int
 flint_sandbox_node_cleanup_stale (flint_sandbox_node_t *node)
 {
-  (void) node;
-  return 0;
+  if (!node->opts.isolate)
+    return 0;
+  return flint_cgroup_cleanup_stale (&node->cg);
 }
 
-/* Child side of the plain spawn: arrange fds and exec. Reports errno through `errpipe`. */
-static void __attribute__((noreturn))
-plain_child (const flint_sandbox_spec_t *spec, int errpipe)
-{
-  int keep[2];
-  int e;
+/* ---- the child --------------------------------------------------------------------------- */
 
-  /* die with the spawner: a worker must never outlive its supervisor */
+static void __attribute__((noreturn))
+child_fail (int report_fd, const char *stage, int errnum)
+{
+  child_report_t rep = { .failed = 1, .err = errnum };
+  snprintf (rep.stage, sizeof rep.stage, "%s", stage);
+  (void) !write (report_fd, &rep, sizeof rep);
+  _exit (127);
+}
+
+static int
+loopback_up (void)
+{
+  struct ifreq ifr;
+  int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int r = -1;
+
+  if (fd < 0)
+    return -1;
+  memset (&ifr, 0, sizeof ifr);
+  snprintf (ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  if (ioctl (fd, SIOCGIFFLAGS, &ifr) == 0)
+    {
+      ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+      r = ioctl (fd, SIOCSIFFLAGS, &ifr);
+    }
+  close (fd);
+  return r;
+}
+
+static int
+drop_privileges (const flint_sandbox_node_t *node)
+{
+  /* the bounding set first (needs CAP_SETPCAP, gone after setuid) */
+  for (int cap = 0; cap <= 63; cap++)
+    if (prctl (PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+      return -1;
+  prctl (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  if (setgroups (0, NULL) < 0)
+    return -1;
+  if (setresgid (node->opts.gid, node->opts.gid, node->opts.gid) < 0)
+    return -1;
+  /* leaving uid 0 without SECBIT_KEEP_CAPS clears the permitted and effective sets */
+  if (setresuid (node->opts.uid, node->opts.uid, node->opts.uid) < 0)
+    return -1;
+  {
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset (data, 0, sizeof data);
+    if (syscall (SYS_capset, &hdr, data) < 0)
+      return -1;
+  }
+  return prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+static void __attribute__((noreturn))
+child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, int go_fd, int report_fd,
+            pid_t spawner)
+{
+  child_report_t rep = { 0 };
+  const char *stage = "";
+  char go;
+  uint64_t t0;
+  int r;
+  char *worker_argv[8];
+  int keep[1] = { report_fd };
+
+  /* die with the spawner (getppid() is 0 across the new pid namespace, so the "go" byte is
+   * what proves the spawner is still there) */
+  (void) spawner;
+  if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0)
+    _exit (127);
+  /* wait until the parent has put us in our cgroup */
+  if (read (go_fd, &go, 1) != 1)
+    _exit (127);
+  close (go_fd);
+  if (unshare (CLONE_NEWCGROUP) < 0)
+    child_fail (report_fd, "unshare the cgroup namespace", errno);
+  if (setsid () < 0)
+    child_fail (report_fd, "setsid", errno);
+  if (!spec->network && loopback_up () < 0)
+    child_fail (report_fd, "bring up the loopback interface", errno);
+  if (sethostname (spec->hostname, strlen (spec->hostname)) < 0)
+    child_fail (report_fd, "sethostname", errno);
+
+  /* fds the worker keeps: 0 (/dev/null, opened after the pivot), 1, 2 (logs), 3 (channel) */
+  if (dup2 (spec->channel_fd, 3) < 0 || dup2 (spec->stdout_fd, 1) < 0 || dup2 (spec->stderr_fd, 2) < 0)
+    child_fail (report_fd, "set up the worker's fds", errno);
+  if (report_fd <= 3)
+    child_fail (report_fd, "report fd collides", EBADF);
+
+  t0 = flint_now_ns ();
+  r = flint__rootfs_build (node, spec, &stage);
+  if (r < 0)
+    child_fail (report_fd, stage, -r);
+  {
+    int devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0 || dup2 (devnull, 0) < 0)
+      child_fail (report_fd, "open /dev/null", errno);
+    if (devnull != 0)
+      close (devnull);
+  }
+  rep.mounts_ms = (double) (flint_now_ns () - t0) / 1e6;
+
+  t0 = flint_now_ns ();
+  {
+    struct rlimit nofile = { spec->nofile ? spec->nofile : 1024, spec->nofile ? spec->nofile : 1024 };
+    struct rlimit core = { 0, 0 };
+    if (setrlimit (RLIMIT_NOFILE, &nofile) < 0 || setrlimit (RLIMIT_CORE, &core) < 0)
+      child_fail (report_fd, "set rlimits", errno);
+  }
+  if (chdir ("/tmp") < 0)
+    child_fail (report_fd, "chdir /tmp", errno);
+  if (drop_privileges (node) < 0)
+    child_fail (report_fd, "drop privileges", errno);
+  {
+    sigset_t none;
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
+  }
+  flint_close_fds_except (4, keep, 1);
+  {
+    const struct sock_fprog *prog = spec->gpu ? &node->seccomp_gpu : &node->seccomp_standard;
+    if (prctl (PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0) < 0)
+      child_fail (report_fd, "load the seccomp filter", errno);
+  }
+  rep.seccomp_ms = (double) (flint_now_ns () - t0) / 1e6;
+  rep.exec_start_ns = flint_now_ns ();
+  (void) !write (report_fd, &rep, sizeof rep);
+
+  worker_argv[0] = (char *) FLINT_SANDBOX_WORKER;
+  for (int i = 1; i < 7 && spec->argv[i]; i++)
+    worker_argv[i] = spec->argv[i], worker_argv[i + 1] = NULL;
+  if (spec->argv[1] == NULL)
+    worker_argv[1] = NULL;
+  execve (FLINT_SANDBOX_WORKER, worker_argv, spec->env);
+  child_fail (report_fd, "execve flint-worker", errno);
+}
+
+/* ---- plain (development) spawn ----------------------------------------------------------- */
+
+static void __attribute__((noreturn))
+plain_child (const flint_sandbox_spec_t *spec, int report_fd)
+{
+  int keep[2] = { 3, report_fd };
+
   prctl (PR_SET_PDEATHSIG, SIGKILL);
   setsid ();
   if (dup2 (spec->channel_fd, 3) < 0 || dup2 (spec->stdout_fd, 1) < 0 || dup2 (spec->stderr_fd, 2) < 0)
-    goto fail;
+    child_fail (report_fd, "set up the worker's fds", errno);
   {
     int devnull = open ("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull < 0 || dup2 (devnull, 0) < 0)
-      goto fail;
+      child_fail (report_fd, "open /dev/null", errno);
   }
-  keep[0] = 3;
-  keep[1] = errpipe;
   flint_close_fds_except (4, keep, 2);
   if (chdir (spec->bundle_dir) < 0)
-    goto fail;
+    child_fail (report_fd, "chdir to the bundle", errno);
   if (spec->nofile)
     {
       struct rlimit rl = { spec->nofile, spec->nofile };
       setrlimit (RLIMIT_NOFILE, &rl);
     }
   {
-    sigset_t all;
-    sigemptyset (&all);
-    sigprocmask (SIG_SETMASK, &all, NULL);
+    sigset_t none;
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
   }
   execve (spec->argv[0], spec->argv, spec->env);
-fail:
-  e = errno;
-  (void) !write (errpipe, &e, sizeof e);
-  _exit (127);
+  child_fail (report_fd, "execve", errno);
+}
+
+/* ---- spawn ------------------------------------------------------------------------------- */
+
+/* Reads the child's reports until EOF (exec happened or it died). Returns 0, or -1 with `err`. */
+static int
+collect_reports (int fd, const char *id, child_report_t *timing, flint_error_t *err)
+{
+  child_report_t rep;
+  ssize_t n;
+  int got_timing = 0;
+
+  for (;;)
+    {
+      n = flint_read_all (fd, &rep, sizeof rep);
+      if (n == 0)
+        break;
+      if (n != (ssize_t) sizeof rep)
+        return flint_error_set (err, FLINT_EINTERNAL, "sandbox `%s`: the child died during setup", id);
+      if (rep.failed)
+        return flint_error_set_errno (err, FLINT_EINTERNAL, rep.err, "sandbox `%s`: %s", id, rep.stage);
+      *timing = rep;
+      got_timing = 1;
+    }
+  if (!got_timing)
+    return flint_error_set (err, FLINT_EINTERNAL, "sandbox `%s`: the child died during setup", id);
+  return 0;
 }
 
 int
 flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, flint_sandbox_t **out,
                      flint_sandbox_timings_t *timings, flint_error_t *err)
 {
-  int pipefd[2];
-  uint64_t t0 = flint_now_ns ();
+  uint64_t t_start = flint_now_ns (), t;
+  int report[2] = { -1, -1 }, go[2] = { -1, -1 };
+  child_report_t rep = { 0 };
   flint_sandbox_t *sb;
-  pid_t pid;
-  int child_errno = 0;
-  ssize_t n;
+  flint_sandbox_timings_t tm = { 0 };
+  pid_t pid, self = getpid ();
+  int r;
 
-  (void) node;
-  if (pipe2 (pipefd, O_CLOEXEC) < 0)
-    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "sandbox `%s`: pipe", spec->id);
-  pid = fork ();
+  if (spec->gpu && node->opts.isolate && !node->have_nvidia)
+    return flint_error_set (err, FLINT_EPRECONDITION, "sandbox `%s`: the manifest asks for a GPU and this node has none",
+                            spec->id);
+  sb = calloc (1, sizeof *sb);
+  if (sb == NULL)
+    return flint_error_set (err, FLINT_EINTERNAL, "out of memory");
+  snprintf (sb->id, sizeof sb->id, "%s", spec->id);
+  sb->isolated = node->opts.isolate;
+  sb->memory_limit = spec->memory_bytes;
+  sb->pids_limit = spec->pids_max;
+  sb->pid = -1;
+
+  if (pipe2 (report, O_CLOEXEC) < 0 || pipe2 (go, O_CLOEXEC) < 0)
+    {
+      r = flint_error_set_errno (err, FLINT_EINTERNAL, errno, "sandbox `%s`: pipe", spec->id);
+      goto fail;
+    }
+  if (sb->isolated)
+    {
+      flint_cgroup_limits_t lim = { spec->memory_bytes, spec->cpu_millis, spec->pids_max };
+      t = flint_now_ns ();
+      sb->cg_ops = node->cg.ops;
+      if (sb->cg_ops->create (&node->cg, spec->id, &lim, &sb->cg, err) < 0)
+        {
+          sb->cg_ops = NULL;
+          r = -1;
+          goto fail;
+        }
+      tm.cgroup_ms = (double) (flint_now_ns () - t) / 1e6;
+      t = flint_now_ns ();
+      pid = (pid_t) syscall (SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+                                            | (spec->network ? 0 : CLONE_NEWNET) | SIGCHLD,
+                             NULL, NULL, NULL, NULL);
+    }
+  else
+    {
+      t = flint_now_ns ();
+      pid = fork ();
+    }
   if (pid < 0)
     {
-      int e = errno;
-      close (pipefd[0]);
-      close (pipefd[1]);
-      return flint_error_set_errno (err, FLINT_EINTERNAL, e, "sandbox `%s`: fork", spec->id);
+      r = flint_error_set_errno (err, FLINT_EINTERNAL, errno, "sandbox `%s`: clone", spec->id);
+      goto fail;
     }
   if (pid == 0)
     {
-      close (pipefd[0]);
-      plain_child (spec, pipefd[1]);
+      close (report[0]);
+      close (go[1]);
+      if (sb->isolated)
+        child_main (node, spec, go[0], report[1], self);
+      plain_child (spec, report[1]);
     }
-  close (pipefd[1]);
-  do
-    n = read (pipefd[0], &child_errno, sizeof child_errno);
-  while (n < 0 && errno == EINTR);
-  close (pipefd[0]);
-  if (n == (ssize_t) sizeof child_errno)
-    {
-      waitpid (pid, NULL, 0);
-      return flint_error_set_errno (err, FLINT_EINTERNAL, child_errno, "sandbox `%s`: exec %s", spec->id,
-                                    spec->argv[0]);
-    }
-  sb = calloc (1, sizeof *sb);
-  if (sb == NULL)
-    {
-      kill (pid, SIGKILL);
-      waitpid (pid, NULL, 0);
-      return flint_error_set (err, FLINT_EINTERNAL, "out of memory");
-    }
-  snprintf (sb->id, sizeof sb->id, "%s", spec->id);
+  tm.clone_ms = (double) (flint_now_ns () - t) / 1e6;
   sb->pid = pid;
-  sb->memory_limit = spec->memory_bytes;
-  if (timings)
+  close (report[1]);
+  close (go[0]);
+  report[1] = go[0] = -1;
+  if (sb->isolated)
     {
-      memset (timings, 0, sizeof *timings);
-      timings->total_ms = (double) (flint_now_ns () - t0) / 1e6;
-      timings->clone_ms = timings->total_ms;
+      t = flint_now_ns ();
+      r = sb->cg_ops->attach (&sb->cg, pid);
+      if (r < 0)
+        {
+          flint_error_set_errno (err, FLINT_EINTERNAL, r, "sandbox `%s`: move the worker into its cgroup", spec->id);
+          r = -1;
+          goto fail;
+        }
+      tm.cgroup_ms += (double) (flint_now_ns () - t) / 1e6;
     }
+  if (write (go[1], "g", 1) != 1)
+    {
+      r = flint_error_set_errno (err, FLINT_EINTERNAL, errno, "sandbox `%s`: release the child", spec->id);
+      goto fail;
+    }
+  close (go[1]);
+  go[1] = -1;
+  if (collect_reports (report[0], spec->id, &rep, err) < 0)
+    {
+      r = -1;
+      goto fail;
+    }
+  close (report[0]);
+  report[0] = -1;
+  tm.mounts_ms = rep.mounts_ms;
+  tm.seccomp_ms = rep.seccomp_ms;
+  tm.total_ms = (double) (flint_now_ns () - t_start) / 1e6;
+  if (rep.exec_start_ns)
+    tm.exec_ms = (double) (flint_now_ns () - rep.exec_start_ns) / 1e6;
+  if (timings)
+    *timings = tm;
   *out = sb;
   return 0;
+
+fail:
+  for (int i = 0; i < 2; i++)
+    {
+      if (report[i] >= 0)
+        close (report[i]);
+      if (go[i] >= 0)
+        close (go[i]);
+    }
+  if (sb->pid > 0)
+    {
+      kill (sb->pid, SIGKILL);
+      waitpid (sb->pid, NULL, 0);
+    }
+  if (sb->cg_ops)
+    {
+      for (int i = 0; i < 100 && sb->cg_ops->destroy (&sb->cg) == -EBUSY; i++)
+        usleep (1000);
+    }
+  free (sb);
+  return r;
 }
 
 pid_t
@@ -174,7 +460,20 @@ flint_sandbox_id (const flint_sandbox_t *sb)
 int
 flint_sandbox_kill (flint_sandbox_t *sb)
 {
-  return kill (sb->pid, SIGKILL) < 0 ? -errno : 0;
+  /* killing pid 1 of the namespace takes every process of the sandbox with it */
+  if (kill (sb->pid, SIGKILL) < 0 && errno != ESRCH)
+    return -errno;
+  if (sb->cg_ops)
+    sb->cg_ops->kill_all (&sb->cg);
+  return 0;
+}
+
+int
+flint_sandbox_freeze (flint_sandbox_t *sb, bool frozen)
+{
+  if (sb->cg_ops == NULL)
+    return -ENOTSUP;
+  return sb->cg_ops->freeze (&sb->cg, frozen);
 }
 
 void
@@ -195,12 +494,45 @@ flint_describe_wait_status (int wait_status, char *buf, size_t len)
 void
 flint_sandbox_finish (flint_sandbox_t *sb, int wait_status, flint_sandbox_exit_t *exit_out)
 {
+  bool oom = false, pids_hit = false;
+
+  if (sb->cg_ops)
+    {
+      sb->cg_ops->explain (&sb->cg, &oom, &pids_hit);
+      /* the namespace's other processes die with pid 1, but not in the same instant */
+      sb->cg_ops->kill_all (&sb->cg);
+      for (int i = 0; i < 200 && sb->cg_ops->destroy (&sb->cg) == -EBUSY; i++)
+        usleep (500);
+    }
   if (exit_out)
     {
+      char why[128];
       memset (exit_out, 0, sizeof *exit_out);
       exit_out->wait_status = wait_status;
       exit_out->memory_limit = sb->memory_limit;
-      flint_describe_wait_status (wait_status, exit_out->reason, sizeof exit_out->reason);
+      exit_out->oom_killed = oom;
+      exit_out->pids_limit_hit = pids_hit;
+      if (sb->isolated && WIFEXITED (wait_status) && WEXITSTATUS (wait_status) > 128
+          && WEXITSTATUS (wait_status) < 128 + 32)
+        {
+          /* flint-worker is pid 1: it reports signals it raised itself as 128 + N (worker.c) */
+          int sig = WEXITSTATUS (wait_status) - 128;
+          const char *abbrev = sigabbrev_np (sig);
+          snprintf (why, sizeof why, "killed by signal %d (SIG%s)", sig, abbrev ? abbrev : "?");
+        }
+      else
+        flint_describe_wait_status (wait_status, why, sizeof why);
+      if (oom)
+        {
+          char sz[32];
+          flint_format_size (sb->memory_limit, sz, sizeof sz);
+          snprintf (exit_out->reason, sizeof exit_out->reason, "exceeded memory limit %s (%s)", sz, why);
+        }
+      else if (pids_hit && WIFSIGNALED (wait_status))
+        snprintf (exit_out->reason, sizeof exit_out->reason, "%s after hitting its limit of %u processes/threads", why,
+                  sb->pids_limit);
+      else
+        snprintf (exit_out->reason, sizeof exit_out->reason, "%s", why);
     }
   free (sb);
 }

@@ -94,6 +94,9 @@ const char *flint_sandbox_id (const flint_sandbox_t *sb);
 /* Kills every process of the sandbox (SIGKILL through the cgroup). -errno. */
 int flint_sandbox_kill (flint_sandbox_t *sb);
 
+/* Freezes (true) or thaws the sandbox's processes through the cgroup freezer. -errno. */
+int flint_sandbox_freeze (flint_sandbox_t *sb, bool frozen);
+
 /* After the caller reaped the pid with `wait_status`: explains the death (OOM, pids limit,
  * signal) into *exit_out, then removes the cgroup and scratch state and frees `sb`. */
 void flint_sandbox_finish (flint_sandbox_t *sb, int wait_status, flint_sandbox_exit_t *exit_out);

@@ -242,12 +242,18 @@ flint_spawner_main (int sock, const flint_sandbox_options_t *opts)
       flint_err ("signalfd: %s", strerror (errno));
       return 1;
     }
-  if (flint_sandbox_node_new (opts, &sp.node, &err) < 0)
-    {
-      flint_err ("%s", err.msg);
+  {
+    Flint__Node__V1__HelperStatus st = FLINT__NODE__V1__HELPER_STATUS__INIT;
+    node_frame_t f = FLINT__NODE__V1__NODE_FRAME__INIT;
+    int r = flint_sandbox_node_new (opts, &sp.node, &err);
+    st.ok = r == 0;
+    st.message = r == 0 ? (char *) flint_sandbox_node_describe (sp.node) : err.msg;
+    f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_STATUS;
+    f.status = &st;
+    send_node_frame (&sp, &f);
+    if (r < 0)
       return 1;
-    }
-  flint_info ("ready: %s", flint_sandbox_node_describe (sp.node));
+  }
   flint_sandbox_node_cleanup_stale (sp.node);
 
   for (;;)

@@ -656,6 +656,15 @@ sigterm_exit (int sig)
   _exit (0);
 }
 
+/* As pid 1 we are immune to signals we send ourselves (the kernel protects a namespace's init),
+ * so abort() would not kill us but limp on into a SIGSEGV. Turn it into the shell convention,
+ * exit status 128 + signal, which the spawner reports as "killed by signal N". */
+static void
+self_signal_exit (int sig)
+{
+  _exit (128 + sig);
+}
+
 int
 flint_worker_run (int chan)
 {
@@ -681,6 +690,10 @@ flint_worker_run (int chan)
       /* pid 1 ignores signals it has no handler for: make SIGTERM/SIGINT end the worker. */
       signal (SIGTERM, sigterm_exit);
       signal (SIGINT, sigterm_exit);
+      signal (SIGABRT, self_signal_exit);
+      signal (SIGQUIT, self_signal_exit);
+      signal (SIGUSR1, self_signal_exit);
+      signal (SIGUSR2, self_signal_exit);
     }
 
   {

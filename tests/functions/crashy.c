@@ -72,8 +72,8 @@ flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
   if (strcmp (cmd, "crash") == 0)
     {
       /* a wild store (not NULL, which a sanitizer build would catch itself) */
-      volatile int *p = (volatile int *) (uintptr_t) 16;
-      *p = 1;
+      volatile uintptr_t addr = 16;
+      *(volatile int *) addr = 1;
     }
   if (strcmp (cmd, "abort") == 0)
     abort ();

@@ -1,0 +1,43 @@
+/* Internals shared by the sandbox library's files (not for its users). */
+#ifndef FLINT_SANDBOX_INTERNAL_H
+#define FLINT_SANDBOX_INTERNAL_H
+
+#include "cgroup.h"
+#include "sandbox.h"
+
+#include <linux/filter.h>
+
+struct flint_sandbox_node_s {
+  flint_sandbox_options_t opts;
+  char run_dir[PATH_MAX];
+  char root_dir[PATH_MAX];      /* empty directory the sandbox roots are mounted on (per mount ns) */
+  flint_cgroup_root_t cg;
+  struct sock_fprog seccomp_standard;
+  struct sock_fprog seccomp_gpu;
+  bool have_nvidia;
+  char describe[256];
+};
+
+struct flint_sandbox_s {
+  char id[128];
+  pid_t pid;
+  bool isolated;
+  flint_cgroup_t cg;
+  const flint_cgroup_ops_t *cg_ops;
+  uint64_t memory_limit;
+  uint32_t pids_limit;
+};
+
+/* Paths inside every sandbox. */
+#define FLINT_SANDBOX_WORKER "/.flint/worker"
+#define FLINT_SANDBOX_BUNDLE "/bundle"
+#define FLINT_SANDBOX_WEIGHTS "/weights"
+
+/* seccomp.c: compiles the node's policies. */
+int flint__seccomp_compile (flint_sandbox_node_t *node, flint_error_t *err);
+
+/* rootfs.c: builds the sandbox's filesystem view and pivots into it. Runs in the child, in its
+ * new mount namespace, as root. On failure returns -errno and names the step in *stage. */
+int flint__rootfs_build (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, const char **stage);
+
+#endif
