@@ -380,22 +380,48 @@ startup_timeout_cb (uv_timer_t *t)
 
 /* ---- start / stop / death ------------------------------------------------------------------ */
 
-static void
-build_env (flint_replica_t *r, char **env, size_t max, char store[][512], size_t *n)
+/* The worker's environment: a fixed base, sanitizer settings of test builds, and the secrets
+ * the manifest lists (KEY=VALUE). Returns a NULL-terminated heap array of heap strings. */
+static char **
+build_env (flint_replica_t *r, size_t *n_out, flint_error_t *err)
 {
-  *n = 0;
-  snprintf (store[(*n)++], 512, "PATH=/usr/local/bin:/usr/bin:/bin");
-  snprintf (store[(*n)++], 512, "HOME=/tmp");
-  snprintf (store[(*n)++], 512, "LANG=C.UTF-8");
-  snprintf (store[(*n)++], 512, "FLINT_ENDPOINT=%s", r->ep->name);
-  snprintf (store[(*n)++], 512, "FLINT_VERSION=%llu", (unsigned long long) r->version->number);
-  /* sanitizer settings of a test build reach the workers too (unset in production) */
   static const char *const pass[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" };
+  char **env = calloc (16, sizeof *env);
+  size_t n = 0;
+
+  if (env == NULL)
+    abort ();
+  env[n++] = strdup ("PATH=/usr/local/bin:/usr/bin:/bin");
+  env[n++] = strdup ("HOME=/tmp");
+  env[n++] = strdup ("LANG=C.UTF-8");
+  if (asprintf (&env[n++], "FLINT_ENDPOINT=%s", r->ep->name) < 0
+      || asprintf (&env[n++], "FLINT_VERSION=%llu", (unsigned long long) r->version->number) < 0)
+    abort ();
+  /* sanitizer settings of a test build reach the workers too (unset in production) */
   for (size_t i = 0; i < FLINT_ARRAY_SIZE (pass); i++)
-    if (getenv (pass[i]) && *n < max)
-      snprintf (store[(*n)++], 512, "%s=%s", pass[i], getenv (pass[i]));
-  for (size_t i = 0; i < *n && i < max; i++)
-    env[i] = store[i];
+    if (getenv (pass[i]) && asprintf (&env[n++], "%s=%s", pass[i], getenv (pass[i])) < 0)
+      abort ();
+  env[n] = NULL;
+  if (flint__secrets_env (r->d, r->version->manifest, &env, &n, err) < 0)
+    {
+      for (size_t i = 0; i < n; i++)
+        free (env[i]);
+      free (env);
+      return NULL;
+    }
+  *n_out = n;
+  return env;
+}
+
+static void
+free_env (char **env, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      explicit_bzero (env[i], strlen (env[i])); /* secrets do not linger in flintd's heap */
+      free (env[i]);
+    }
+  free (env);
 }
 
 flint_replica_t *
@@ -409,9 +435,8 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   Flint__Node__V1__SandboxSpec spec = FLINT__NODE__V1__SANDBOX_SPEC__INIT;
   Flint__Node__V1__NodeFrame f = FLINT__NODE__V1__NODE_FRAME__INIT;
   char *argv[1];
-  char *env[16];
-  char envstore[16][512];
-  size_t nenv;
+  char **env = NULL;
+  size_t nenv = 0;
   char hostname[64];
   int fds[3];
   int rc;
@@ -450,7 +475,12 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
     }
 
   argv[0] = d->worker_path;
-  build_env (r, env, 16, envstore, &nenv);
+  env = build_env (r, &nenv, err);
+  if (env == NULL)
+    {
+      flint_error_prefix (err, "endpoint `%s`", ep->name);
+      goto fail;
+    }
   snprintf (hostname, sizeof hostname, "%.63s", ep->name);
   spec.bundle_dir = v->bundle_dir;
   spec.weights_dir = v->weights_dir ? v->weights_dir : (char *) "";
@@ -475,6 +505,8 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   fds[1] = out[1];
   fds[2] = errp[1];
   rc = flint__helper_send (&d->spawner, &f.base, fds, 3);
+  free_env (env, nenv);
+  env = NULL;
   close (chan[1]), close (out[1]), close (errp[1]);
   chan[1] = out[1] = errp[1] = -1;
   if (rc < 0)
@@ -502,6 +534,8 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   return r;
 
 fail:
+  if (env)
+    free_env (env, nenv);
   for (int i = 0; i < 2; i++)
     {
       if (chan[i] >= 0)

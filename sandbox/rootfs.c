@@ -114,6 +114,7 @@ flint__rootfs_build (const flint_sandbox_node_t *node, const flint_sandbox_spec_
   snprintf (p, sizeof p, "%s/usr", root);
   if (bind_ro ("/usr", p, true) < 0)
     FAIL ("bind /usr");
+  FLINT_FAULT_HERE (node, "sandbox-mounts");
   for (size_t i = 0; i < sizeof tops / sizeof tops[0]; i++)
     if (top_level (root, tops[i]) < 0)
       FAIL ("bind a top-level directory");

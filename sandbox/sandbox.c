@@ -86,6 +86,8 @@ flint_sandbox_node_new (const flint_sandbox_options_t *opts, flint_sandbox_node_
       return -1;
     }
   node->have_nvidia = access ("/dev/nvidiactl", F_OK) == 0;
+  if (getenv ("FLINT_FAULT"))
+    snprintf (node->fault, sizeof node->fault, "%s", getenv ("FLINT_FAULT"));
   snprintf (node->describe, sizeof node->describe,
             "namespaces pid+mnt+ipc+uts+net+cgroup, cgroup %s (%s), seccomp %u+%u instructions, uid %u%s",
             node->cg.ops->name, node->cg.parent, node->seccomp_standard.len, node->seccomp_gpu.len,
@@ -248,6 +250,7 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
   rep.seccomp_ms = (double) (flint_now_ns () - t0) / 1e6;
   rep.exec_start_ns = flint_now_ns ();
   (void) !write (report_fd, &rep, sizeof rep);
+  FLINT_FAULT_HERE (node, "sandbox-exec");
 
   worker_argv[0] = (char *) FLINT_SANDBOX_WORKER;
   for (int i = 1; i < 7 && spec->argv[i]; i++)

@@ -6,6 +6,9 @@
 #include "sandbox.h"
 
 #include <linux/filter.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 struct flint_sandbox_node_s {
   flint_sandbox_options_t opts;
@@ -15,6 +18,7 @@ struct flint_sandbox_node_s {
   struct sock_fprog seccomp_standard;
   struct sock_fprog seccomp_gpu;
   bool have_nvidia;
+  char fault[64];               /* FLINT_FAULT: a failure to inject (tests) */
   char describe[256];
 };
 
@@ -27,6 +31,17 @@ struct flint_sandbox_s {
   uint64_t memory_limit;
   uint32_t pids_limit;
 };
+
+/* Fault injection (tests only): FLINT_FAULT=<point> in the spawner's environment makes the
+ * sandbox child die abruptly at that point, as if killed: "sandbox-mounts" (half-built root),
+ * "sandbox-exec" (everything set up, just before execve). */
+#define FLINT_FAULT_HERE(node, point)                                                   \
+  do                                                                                    \
+    {                                                                                   \
+      if ((node)->fault[0] && strcmp ((node)->fault, (point)) == 0)                    \
+        syscall (SYS_exit_group, 137);                                                  \
+    }                                                                                   \
+  while (0)
 
 /* Paths inside every sandbox. */
 #define FLINT_SANDBOX_WORKER "/.flint/worker"
