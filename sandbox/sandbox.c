@@ -131,6 +131,25 @@ child_fail (int report_fd, const char *stage, int errnum)
   _exit (127);
 }
 
+/* Puts the worker's fds at 3 (channel), 1 and 2. The sources may themselves sit on 1..3, so
+ * they are first moved above the targets, then placed. */
+static int
+install_fds (const flint_sandbox_spec_t *spec)
+{
+  int ch = fcntl (spec->channel_fd, F_DUPFD_CLOEXEC, 10);
+  int out = fcntl (spec->stdout_fd, F_DUPFD_CLOEXEC, 10);
+  int err = fcntl (spec->stderr_fd, F_DUPFD_CLOEXEC, 10);
+
+  if (ch < 0 || out < 0 || err < 0)
+    return -1;
+  if (dup2 (ch, 3) < 0 || dup2 (out, 1) < 0 || dup2 (err, 2) < 0)
+    return -1;
+  close (ch);
+  close (out);
+  close (err);
+  return 0;
+}
+
 static int
 loopback_up (void)
 {
@@ -207,10 +226,13 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
     child_fail (report_fd, "sethostname", errno);
 
   /* fds the worker keeps: 0 (/dev/null, opened after the pivot), 1, 2 (logs), 3 (channel) */
-  if (dup2 (spec->channel_fd, 3) < 0 || dup2 (spec->stdout_fd, 1) < 0 || dup2 (spec->stderr_fd, 2) < 0)
-    child_fail (report_fd, "set up the worker's fds", errno);
   if (report_fd <= 3)
-    child_fail (report_fd, "report fd collides", EBADF);
+    {
+      report_fd = fcntl (report_fd, F_DUPFD_CLOEXEC, 10);
+      keep[0] = report_fd;
+    }
+  if (install_fds (spec) < 0)
+    child_fail (report_fd, "set up the worker's fds", errno);
 
   t0 = flint_now_ns ();
   r = flint__rootfs_build (node, spec, &stage);
@@ -266,11 +288,15 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
 static void __attribute__((noreturn))
 plain_child (const flint_sandbox_spec_t *spec, int report_fd)
 {
-  int keep[2] = { 3, report_fd };
+  int keep[2];
 
   prctl (PR_SET_PDEATHSIG, SIGKILL);
   setsid ();
-  if (dup2 (spec->channel_fd, 3) < 0 || dup2 (spec->stdout_fd, 1) < 0 || dup2 (spec->stderr_fd, 2) < 0)
+  if (report_fd <= 3)
+    report_fd = fcntl (report_fd, F_DUPFD_CLOEXEC, 10);
+  keep[0] = 3;
+  keep[1] = report_fd;
+  if (install_fds (spec) < 0)
     child_fail (report_fd, "set up the worker's fds", errno);
   {
     int devnull = open ("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -298,7 +324,7 @@ plain_child (const flint_sandbox_spec_t *spec, int report_fd)
 
 /* Reads the child's reports until EOF (exec happened or it died). Returns 0, or -1 with `err`. */
 static int
-collect_reports (int fd, const char *id, child_report_t *timing, flint_error_t *err)
+collect_reports (int fd, const char *id, bool isolated, child_report_t *timing, flint_error_t *err)
 {
   child_report_t rep;
   ssize_t n;
@@ -316,7 +342,8 @@ collect_reports (int fd, const char *id, child_report_t *timing, flint_error_t *
       *timing = rep;
       got_timing = 1;
     }
-  if (!got_timing)
+  /* an isolated child reports its timings just before execve; a plain one reports only errors */
+  if (!got_timing && isolated)
     return flint_error_set (err, FLINT_EINTERNAL, "sandbox `%s`: the child died during setup", id);
   return 0;
 }
@@ -409,7 +436,7 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
     }
   close (go[1]);
   go[1] = -1;
-  if (collect_reports (report[0], spec->id, &rep, err) < 0)
+  if (collect_reports (report[0], spec->id, sb->isolated, &rep, err) < 0)
     {
       r = -1;
       goto fail;
