@@ -2,8 +2,8 @@
  *
  *   /            tmpfs, read-only after setup (only directories, symlinks and tiny /etc files)
  *   /usr         host /usr, read-only (with /bin, /lib, /lib64, /sbin as on the host)
- *   /etc         generated passwd, group, hosts, nsswitch.conf; read-only binds of ld.so.cache,
- *                alternatives and ssl (and resolv.conf for network endpoints)
+ *   /etc         generated passwd, group, hosts, nsswitch.conf (resolv.conf for network endpoints);
+ *                read-only binds of ld.so.cache, alternatives and ssl
  *   /bundle      the function's bundle, read-only
  *   /weights     the version's weights from the node weight store, read-only
  *   /.flint      flint-worker, read-only
@@ -144,9 +144,10 @@ flint__rootfs_build (const flint_sandbox_node_t *node, const flint_sandbox_spec_
     FAIL ("bind /etc/ssl");
   if (spec->network)
     {
+      /* slirp4netns answers DNS at 10.0.2.3 and forwards to the host's resolver */
       snprintf (p, sizeof p, "%s/etc/resolv.conf", root);
-      if (access ("/etc/resolv.conf", R_OK) == 0 && bind_ro ("/etc/resolv.conf", p, false) < 0)
-        FAIL ("bind /etc/resolv.conf");
+      if (write_small (p, "nameserver 10.0.2.3\n", 0644) < 0)
+        FAIL ("write /etc/resolv.conf");
     }
 
   snprintf (p, sizeof p, "%s/bundle", root);

@@ -26,6 +26,7 @@
 #include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -220,7 +221,7 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
     child_fail (report_fd, "unshare the cgroup namespace", errno);
   if (setsid () < 0)
     child_fail (report_fd, "setsid", errno);
-  if (!spec->network && loopback_up () < 0)
+  if (loopback_up () < 0)
     child_fail (report_fd, "bring up the loopback interface", errno);
   if (sethostname (spec->hostname, strlen (spec->hostname)) < 0)
     child_fail (report_fd, "sethostname", errno);
@@ -320,6 +321,69 @@ plain_child (const flint_sandbox_spec_t *spec, int report_fd)
   child_fail (report_fd, "execve", errno);
 }
 
+/* ---- outbound network ------------------------------------------------------------------------ */
+
+/* `network: true`: the sandbox still gets its own network namespace, and slirp4netns (user-mode
+ * NAT, the mechanism of rootless containers) gives it a tap device with outbound access. The
+ * host's loopback, and with it flintd's ports, stays out of reach (--disable-host-loopback).
+ * slirp4netns runs in its own sandbox (--enable-sandbox, --enable-seccomp) and exits when
+ * `*exit_fd_out` is closed. */
+static int
+start_slirp (pid_t target, int *exit_fd_out, flint_error_t *err)
+{
+  int ready[2], exitp[2];
+  pid_t pid;
+  char c = 0;
+  struct pollfd pfd;
+
+  if (access ("/usr/bin/slirp4netns", X_OK) < 0)
+    return flint_error_set (err, FLINT_EPRECONDITION,
+                            "`network: true` needs slirp4netns (apt-get install slirp4netns)");
+  if (pipe2 (ready, O_CLOEXEC) < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "pipe");
+  if (pipe2 (exitp, O_CLOEXEC) < 0)
+    {
+      close (ready[0]), close (ready[1]);
+      return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "pipe");
+    }
+  pid = fork ();
+  if (pid == 0)
+    {
+      char tpid[16], rfd[32], efd[32];
+      int keep[2] = { 3, 4 };
+      if (dup2 (ready[1], 3) < 0 || dup2 (exitp[0], 4) < 0)
+        _exit (127);
+      flint_close_fds_except (5, keep, 2);
+      setsid ();
+      prctl (PR_SET_PDEATHSIG, SIGKILL);
+      snprintf (tpid, sizeof tpid, "%d", (int) target);
+      snprintf (rfd, sizeof rfd, "--ready-fd=3");
+      snprintf (efd, sizeof efd, "--exit-fd=4");
+      execl ("/usr/bin/slirp4netns", "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+             "--enable-sandbox", "--enable-seccomp", rfd, efd, tpid, "tap0", (char *) NULL);
+      _exit (127);
+    }
+  close (ready[1]);
+  close (exitp[0]);
+  if (pid < 0)
+    {
+      close (ready[0]), close (exitp[1]);
+      return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "fork slirp4netns");
+    }
+  pfd.fd = ready[0];
+  pfd.events = POLLIN;
+  if (poll (&pfd, 1, 5000) <= 0 || read (ready[0], &c, 1) != 1 || c != '1')
+    {
+      close (ready[0]);
+      close (exitp[1]); /* makes it exit, if it runs */
+      kill (pid, SIGKILL);
+      return flint_error_set (err, FLINT_EINTERNAL, "slirp4netns did not configure the sandbox's network");
+    }
+  close (ready[0]);
+  *exit_fd_out = exitp[1];
+  return 0;
+}
+
 /* ---- spawn ------------------------------------------------------------------------------- */
 
 /* Reads the child's reports until EOF (exec happened or it died). Returns 0, or -1 with `err`. */
@@ -371,6 +435,7 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
   sb->memory_limit = spec->memory_bytes;
   sb->pids_limit = spec->pids_max;
   sb->pid = -1;
+  sb->slirp_exit_fd = -1;
 
   if (pipe2 (report, O_CLOEXEC) < 0 || pipe2 (go, O_CLOEXEC) < 0)
     {
@@ -390,8 +455,7 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
         }
       tm.cgroup_ms = (double) (flint_now_ns () - t) / 1e6;
       t = flint_now_ns ();
-      pid = (pid_t) syscall (SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-                                            | (spec->network ? 0 : CLONE_NEWNET) | SIGCHLD,
+      pid = (pid_t) syscall (SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD,
                              NULL, NULL, NULL, NULL);
     }
   else
@@ -428,6 +492,11 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
           goto fail;
         }
       tm.cgroup_ms += (double) (flint_now_ns () - t) / 1e6;
+      if (spec->network && start_slirp (pid, &sb->slirp_exit_fd, err) < 0)
+        {
+          r = flint_error_prefix (err, "sandbox `%s`: network", spec->id);
+          goto fail;
+        }
     }
   if (write (go[1], "g", 1) != 1)
     {
@@ -471,6 +540,8 @@ fail:
       for (int i = 0; i < 100 && sb->cg_ops->destroy (&sb->cg) == -EBUSY; i++)
         usleep (1000);
     }
+  if (sb->slirp_exit_fd >= 0)
+    close (sb->slirp_exit_fd);
   free (sb);
   return r;
 }
@@ -526,6 +597,8 @@ flint_sandbox_finish (flint_sandbox_t *sb, int wait_status, flint_sandbox_exit_t
 {
   bool oom = false, pids_hit = false;
 
+  if (sb->slirp_exit_fd >= 0)
+    close (sb->slirp_exit_fd); /* slirp4netns exits; the spawner reaps it with the others */
   if (sb->cg_ops)
     {
       sb->cg_ops->explain (&sb->cg, &oom, &pids_hit);

@@ -30,6 +30,7 @@ struct flint_sandbox_s {
   const flint_cgroup_ops_t *cg_ops;
   uint64_t memory_limit;
   uint32_t pids_limit;
+  int slirp_exit_fd;            /* network endpoints: closing it stops their slirp4netns */
 };
 
 /* Fault injection (tests only): FLINT_FAULT=<point> in the spawner's environment makes the
