@@ -20,9 +20,13 @@ typedef struct out_s {
   size_t nfds;  /* still to send with the first byte */
 } out_t;
 
+#define FDQ_MAX 32
+
 struct flint_channel_s {
   uv_poll_t poll;
   int fd;
+  int fdq[FDQ_MAX];  /* fds received, oldest first */
+  int nfdq;
   flint_frame_reader_t rd;
   flint_list_t outq;
   size_t pending;
@@ -64,6 +68,9 @@ destroy (flint_channel_t *ch)
       out_free (flint_list_entry (p, out_t, link));
     }
   flint_frame_reader_free (&ch->rd);
+  for (int i = 0; i < ch->nfdq; i++)
+    close (ch->fdq[i]);
+  ch->nfdq = 0;
   uv_poll_stop (&ch->poll);
   uv_close ((uv_handle_t *) &ch->poll, poll_closed_cb);
   close (ch->fd);
@@ -176,9 +183,31 @@ read_ready (flint_channel_t *ch)
           deliver_close (ch, -ENOMEM);
           return;
         }
-      do
-        n = recv (ch->fd, space, room, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      while (n < 0 && errno == EINTR);
+      {
+        union {
+          char b[CMSG_SPACE (sizeof (int) * FLINT_FRAME_MAX_FDS)];
+          struct cmsghdr align;
+        } cbuf;
+        struct iovec iov = { .iov_base = space, .iov_len = room };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b, .msg_controllen = sizeof cbuf.b };
+        do
+          n = recvmsg (ch->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n > 0)
+          for (struct cmsghdr *cm = CMSG_FIRSTHDR (&mh); cm; cm = CMSG_NXTHDR (&mh, cm))
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+              {
+                size_t cnt = (cm->cmsg_len - CMSG_LEN (0)) / sizeof (int);
+                int *in = (int *) CMSG_DATA (cm);
+                for (size_t k = 0; k < cnt; k++)
+                  {
+                    if (ch->nfdq < FDQ_MAX)
+                      ch->fdq[ch->nfdq++] = in[k];
+                    else
+                      close (in[k]);
+                  }
+              }
+      }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
       if (n <= 0)
@@ -323,6 +352,18 @@ flint_channel_send (flint_channel_t *ch, const ProtobufCMessage *msg, const int 
   ch->pending += len - off;
   update_events (ch);
   return 0;
+}
+
+int
+flint_channel_take_fd (flint_channel_t *ch)
+{
+  int fd;
+  if (ch->nfdq == 0)
+    return -1;
+  fd = ch->fdq[0];
+  memmove (ch->fdq, ch->fdq + 1, (size_t) (ch->nfdq - 1) * sizeof (int));
+  ch->nfdq--;
+  return fd;
 }
 
 size_t

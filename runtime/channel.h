@@ -28,6 +28,11 @@ int flint_channel_new (uv_loop_t *loop, int fd, size_t max_frame, flint_channel_
  * queued). Returns 0, or -errno when the channel is closed or broken. */
 int flint_channel_send (flint_channel_t *ch, const ProtobufCMessage *msg, const int *fds, size_t nfds);
 
+/* Takes the oldest file descriptor received with the frames delivered so far (SCM_RIGHTS), or
+ * -1 when none is left. The caller owns it. Peers attach fds to the frame that needs them, so a
+ * frame handler takes exactly the fds its message announces. */
+int flint_channel_take_fd (flint_channel_t *ch);
+
 /* Bytes queued and not yet accepted by the kernel. */
 size_t flint_channel_pending (const flint_channel_t *ch);
 

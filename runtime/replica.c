@@ -430,7 +430,7 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   flint_daemon_t *d = ep->d;
   flint_manifest_t *m = v->manifest;
   flint_replica_t *r;
-  int chan[2] = { -1, -1 }, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
+  int out[2] = { -1, -1 }, errp[2] = { -1, -1 };
   Flint__Node__V1__Spawn spawn = FLINT__NODE__V1__SPAWN__INIT;
   Flint__Node__V1__SandboxSpec spec = FLINT__NODE__V1__SANDBOX_SPEC__INIT;
   Flint__Node__V1__NodeFrame f = FLINT__NODE__V1__NODE_FRAME__INIT;
@@ -438,7 +438,7 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   char **env = NULL;
   size_t nenv = 0;
   char hostname[64];
-  int fds[3];
+  int fds[2];
   int rc;
   unsigned short rnd = 0;
 
@@ -467,8 +467,7 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   snprintf (r->id, sizeof r->id, "%.24s-%llu-r%llu-%04x", ep->name, (unsigned long long) v->number,
             (unsigned long long) ++d->next_replica_seq, rnd);
 
-  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0 || pipe2 (out, O_CLOEXEC) < 0
-      || pipe2 (errp, O_CLOEXEC) < 0)
+  if (pipe2 (out, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
     {
       flint_error_set_errno (err, FLINT_EINTERNAL, errno, "replica channel");
       goto fail;
@@ -501,27 +500,19 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   spawn.argv = argv;
   f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_SPAWN;
   f.spawn = &spawn;
-  fds[0] = chan[1];
-  fds[1] = out[1];
-  fds[2] = errp[1];
-  rc = flint__helper_send (&d->spawner, &f.base, fds, 3);
+  fds[0] = out[1];
+  fds[1] = errp[1];
+  rc = flint__helper_send (&d->spawner, &f.base, fds, 2);
   free_env (env, nenv);
   env = NULL;
-  close (chan[1]), close (out[1]), close (errp[1]);
-  chan[1] = out[1] = errp[1] = -1;
+  close (out[1]), close (errp[1]);
+  out[1] = errp[1] = -1;
   if (rc < 0)
     {
       flint_error_set_errno (err, FLINT_EUNAVAILABLE, rc, "send the spawn request to the spawner");
       goto fail;
     }
-  rc = flint_channel_new (d->loop, chan[0], m->max_payload + (256u << 10), worker_frame_cb, worker_close_cb, r,
-                          &r->chan);
-  if (rc < 0)
-    {
-      flint_error_set_errno (err, FLINT_EINTERNAL, rc, "replica channel");
-      goto fail;
-    }
-  chan[0] = -1;
+  /* the channel arrives with the Spawned reply (the sandbox makes it in its own netns) */
   r->log_out = flint_logpipe_open (d->loop, out[0], ep->logbook, v->number, r->id, "stdout");
   r->log_err = flint_logpipe_open (d->loop, errp[0], ep->logbook, v->number, r->id, "stderr");
   out[0] = errp[0] = -1;
@@ -538,15 +529,11 @@ fail:
     free_env (env, nenv);
   for (int i = 0; i < 2; i++)
     {
-      if (chan[i] >= 0)
-        close (chan[i]);
       if (out[i] >= 0)
         close (out[i]);
       if (errp[i] >= 0)
         close (errp[i]);
     }
-  if (r->chan)
-    flint_channel_close (r->chan);
   free (r);
   return NULL;
 }
@@ -660,6 +647,20 @@ flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_
           break;
         }
       r->pid = f->spawned->pid;
+      {
+        int fd = flint_channel_take_fd (h->chan);
+        int rc = fd < 0 ? -EPROTO
+                        : flint_channel_new (h->d->loop, fd, r->version->manifest->max_payload + (256u << 10),
+                                             worker_frame_cb, worker_close_cb, r, &r->chan);
+        if (rc < 0)
+          {
+            if (fd >= 0)
+              close (fd);
+            snprintf (r->exit_reason, sizeof r->exit_reason, "no channel to the worker: %s", strerror (-rc));
+            flint__replica_stop (r, "no channel");
+            break;
+          }
+      }
       for (size_t i = 0; i < f->spawned->n_phases_ms; i++)
         if (strcmp (f->spawned->phases_ms[i]->key, "total") == 0)
           r->phases_ms[PHASE_SANDBOX] = f->spawned->phases_ms[i]->value;

@@ -87,12 +87,39 @@ flint_sandbox_node_new (const flint_sandbox_options_t *opts, flint_sandbox_node_
       return -1;
     }
   node->have_nvidia = access ("/dev/nvidiactl", F_OK) == 0;
+  {
+    static const char *const tops[] = { "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
+    size_t nl = 0, nd = 0;
+    for (size_t i = 0; i < FLINT_ARRAY_SIZE (tops); i++)
+      {
+        char p[32];
+        struct stat st;
+        snprintf (p, sizeof p, "/%s", tops[i]);
+        if (lstat (p, &st) < 0)
+          continue;
+        if (S_ISLNK (st.st_mode))
+          snprintf (node->top_links[nl++], sizeof node->top_links[0], "%s", tops[i]);
+        else if (S_ISDIR (st.st_mode))
+          snprintf (node->top_dirs[nd++], sizeof node->top_dirs[0], "%s", tops[i]);
+      }
+  }
+  if (opts->userns)
+    snprintf (node->idmap, sizeof node->idmap, "0 %u 65536", (unsigned) opts->uid_base);
+  {
+    char skel[PATH_MAX];
+    if (flint__rootfs_skeleton (node, false, false, skel, sizeof skel, err) < 0)
+      {
+        flint_sandbox_node_free (node);
+        return -1;
+      }
+  }
   if (getenv ("FLINT_FAULT"))
     snprintf (node->fault, sizeof node->fault, "%s", getenv ("FLINT_FAULT"));
   snprintf (node->describe, sizeof node->describe,
-            "namespaces pid+mnt+ipc+uts+net+cgroup, cgroup %s (%s), seccomp %u+%u instructions, uid %u%s",
-            node->cg.ops->name, node->cg.parent, node->seccomp_standard.len, node->seccomp_gpu.len,
-            (unsigned) opts->uid, node->have_nvidia ? ", GPU device nodes present" : "");
+            "namespaces %spid+mnt+ipc+uts+net+cgroup, cgroup %s (%s), seccomp %u+%u instructions, uid %u%s%s%s",
+            opts->userns ? "user+" : "", node->cg.ops->name, node->cg.parent, node->seccomp_standard.len,
+            node->seccomp_gpu.len, (unsigned) opts->uid, opts->userns ? " (user ns map " : "", node->idmap,
+            node->have_nvidia ? "), GPU device nodes present" : opts->userns ? ")" : "");
   *out = node;
   return 0;
 }
@@ -111,6 +138,19 @@ const char *
 flint_sandbox_node_describe (const flint_sandbox_node_t *node)
 {
   return node->describe;
+}
+
+int
+flint_sandbox_skeleton (flint_sandbox_node_t *node, bool network, bool gpu, char *path_out, size_t len,
+                        flint_error_t *err)
+{
+  return flint__rootfs_skeleton (node, network, gpu, path_out, len, err);
+}
+
+const char *
+flint_sandbox_idmap (const flint_sandbox_node_t *node)
+{
+  return node->idmap;
 }
 
 int
@@ -135,9 +175,9 @@ child_fail (int report_fd, const char *stage, int errnum)
 /* Puts the worker's fds at 3 (channel), 1 and 2. The sources may themselves sit on 1..3, so
  * they are first moved above the targets, then placed. */
 static int
-install_fds (const flint_sandbox_spec_t *spec)
+install_fds (const flint_sandbox_spec_t *spec, int channel)
 {
-  int ch = fcntl (spec->channel_fd, F_DUPFD_CLOEXEC, 10);
+  int ch = fcntl (channel, F_DUPFD_CLOEXEC, 10);
   int out = fcntl (spec->stdout_fd, F_DUPFD_CLOEXEC, 10);
   int err = fcntl (spec->stderr_fd, F_DUPFD_CLOEXEC, 10);
 
@@ -179,7 +219,8 @@ drop_privileges (const flint_sandbox_node_t *node)
     if (prctl (PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
       return -1;
   prctl (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-  if (setgroups (0, NULL) < 0)
+  /* in a user namespace setgroups is denied (and the group list is already empty) */
+  if (!node->opts.userns && setgroups (0, NULL) < 0)
     return -1;
   if (setresgid (node->opts.gid, node->opts.gid, node->opts.gid) < 0)
     return -1;
@@ -196,27 +237,79 @@ drop_privileges (const flint_sandbox_node_t *node)
   return prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
-static void __attribute__((noreturn))
-child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, int go_fd, int report_fd,
-            pid_t spawner)
+/* Makes the worker's channel inside the sandbox's network namespace and sends one end to the
+ * spawner over the bootstrap socket. Returns the worker's end. */
+static int
+make_channel (int boot)
 {
+  int sp[2];
+  union {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } cbuf;
+  char byte = 'c';
+  struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf };
+  struct cmsghdr *cm;
+
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+    return -1;
+  memset (&cbuf, 0, sizeof cbuf);
+  cm = CMSG_FIRSTHDR (&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN (sizeof (int));
+  memcpy (CMSG_DATA (cm), &sp[0], sizeof (int));
+  if (sendmsg (boot, &mh, MSG_NOSIGNAL) != 1)
+    return -1;
+  close (sp[0]);
+  return sp[1];
+}
+
+static void __attribute__((noreturn))
+child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, int boot, int report_fd,
+            const flint_mount_t *table, size_t nmounts, const char *skel)
+{
+  int fds[48];
+  int skel_fd;
   child_report_t rep = { 0 };
   const char *stage = "";
   char go;
   uint64_t t0;
-  int r;
+  int r, channel;
   char *worker_argv[8];
-  int keep[1] = { report_fd };
+  int keep[1];
 
-  /* die with the spawner (getppid() is 0 across the new pid namespace, so the "go" byte is
-   * what proves the spawner is still there) */
-  (void) spawner;
+  /* die with the spawner; the "go" byte (sent once the cgroup and the id maps are set up)
+   * proves it is still there, since getppid() is 0 across a new pid namespace */
   if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0)
     _exit (127);
-  /* wait until the parent has put us in our cgroup */
-  if (read (go_fd, &go, 1) != 1)
+  if (read (boot, &go, 1) != 1)
     _exit (127);
-  close (go_fd);
+  if (report_fd <= 3)
+    report_fd = fcntl (report_fd, F_DUPFD_CLOEXEC, 10);
+  keep[0] = report_fd;
+  /* Open the bind sources now, while our credentials are still the spawner's (host uid 0, so
+   * flintd's root-only directories are traversable) and in our own mount namespace (a bind's
+   * source must belong to the namespace that mounts it). */
+  skel_fd = open (skel, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (skel_fd < 0)
+    child_fail (report_fd, "open the root skeleton", errno);
+  for (size_t i = 0; i < nmounts; i++)
+    if (table[i].kind == FLINT_MNT_BIND_RO || table[i].kind == FLINT_MNT_BIND_DEV)
+      {
+        fds[i] = open (table[i].host, O_PATH | O_CLOEXEC);
+        if (fds[i] < 0)
+          child_fail (report_fd, table[i].inside, errno);
+      }
+  /* become the user namespace's root (still host uid 0 until now, which the map does not cover:
+   * files we created would fail with EOVERFLOW) */
+  if (node->opts.userns && (setresgid (0, 0, 0) < 0 || setresuid (0, 0, 0) < 0))
+    child_fail (report_fd, "become root of the user namespace", errno);
+  channel = make_channel (boot);
+  if (channel < 0)
+    child_fail (report_fd, "create the worker's channel", errno);
+  close (boot);
   if (unshare (CLONE_NEWCGROUP) < 0)
     child_fail (report_fd, "unshare the cgroup namespace", errno);
   if (setsid () < 0)
@@ -225,18 +318,12 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
     child_fail (report_fd, "bring up the loopback interface", errno);
   if (sethostname (spec->hostname, strlen (spec->hostname)) < 0)
     child_fail (report_fd, "sethostname", errno);
-
-  /* fds the worker keeps: 0 (/dev/null, opened after the pivot), 1, 2 (logs), 3 (channel) */
-  if (report_fd <= 3)
-    {
-      report_fd = fcntl (report_fd, F_DUPFD_CLOEXEC, 10);
-      keep[0] = report_fd;
-    }
-  if (install_fds (spec) < 0)
+  if (install_fds (spec, channel) < 0)
     child_fail (report_fd, "set up the worker's fds", errno);
+  close (channel);
 
   t0 = flint_now_ns ();
-  r = flint__rootfs_build (node, spec, &stage);
+  r = flint__rootfs_build (node, spec, table, fds, nmounts, skel_fd, &stage);
   if (r < 0)
     child_fail (report_fd, stage, -r);
   {
@@ -276,10 +363,9 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
   FLINT_FAULT_HERE (node, "sandbox-exec");
 
   worker_argv[0] = (char *) FLINT_SANDBOX_WORKER;
+  worker_argv[1] = NULL;
   for (int i = 1; i < 7 && spec->argv[i]; i++)
     worker_argv[i] = spec->argv[i], worker_argv[i + 1] = NULL;
-  if (spec->argv[1] == NULL)
-    worker_argv[1] = NULL;
   execve (FLINT_SANDBOX_WORKER, worker_argv, spec->env);
   child_fail (report_fd, "execve flint-worker", errno);
 }
@@ -287,18 +373,24 @@ child_main (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, 
 /* ---- plain (development) spawn ----------------------------------------------------------- */
 
 static void __attribute__((noreturn))
-plain_child (const flint_sandbox_spec_t *spec, int report_fd)
+plain_child (const flint_sandbox_spec_t *spec, int boot, int report_fd)
 {
-  int keep[2];
+  int keep[2], channel;
+  char go;
 
   prctl (PR_SET_PDEATHSIG, SIGKILL);
   setsid ();
+  if (read (boot, &go, 1) != 1)
+    _exit (127);
   if (report_fd <= 3)
     report_fd = fcntl (report_fd, F_DUPFD_CLOEXEC, 10);
   keep[0] = 3;
   keep[1] = report_fd;
-  if (install_fds (spec) < 0)
+  channel = make_channel (boot);
+  if (channel < 0 || install_fds (spec, channel) < 0)
     child_fail (report_fd, "set up the worker's fds", errno);
+  close (channel);
+  close (boot);
   {
     int devnull = open ("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull < 0 || dup2 (devnull, 0) < 0)
@@ -412,16 +504,59 @@ collect_reports (int fd, const char *id, bool isolated, child_report_t *timing, 
   return 0;
 }
 
+/* Receives the parent's end of the worker's channel from the child (make_channel). */
+static int
+recv_channel (int boot)
+{
+  union {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } cbuf;
+  char byte;
+  struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf };
+  struct cmsghdr *cm;
+  int fd;
+  ssize_t n;
+
+  do
+    n = recvmsg (boot, &mh, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n != 1)
+    return n == 0 ? -EPIPE : -errno;
+  cm = CMSG_FIRSTHDR (&mh);
+  if (cm == NULL || cm->cmsg_type != SCM_RIGHTS)
+    return -EPROTO;
+  memcpy (&fd, CMSG_DATA (cm), sizeof fd);
+  return fd;
+}
+
+static int
+write_proc (pid_t pid, const char *file, const char *value)
+{
+  char path[64];
+  _cleanup_close_ int fd = -1;
+  snprintf (path, sizeof path, "/proc/%d/%s", (int) pid, file);
+  fd = open (path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  return flint_write_all (fd, value, strlen (value));
+}
+
 int
 flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, flint_sandbox_t **out,
-                     flint_sandbox_timings_t *timings, flint_error_t *err)
+                     int *channel_out, flint_sandbox_timings_t *timings, flint_error_t *err)
 {
   uint64_t t_start = flint_now_ns (), t;
-  int report[2] = { -1, -1 }, go[2] = { -1, -1 };
+  int report[2] = { -1, -1 }, boot[2] = { -1, -1 };
   child_report_t rep = { 0 };
   flint_sandbox_t *sb;
   flint_sandbox_timings_t tm = { 0 };
-  pid_t pid, self = getpid ();
+  flint_mount_t table[48];
+  size_t nmounts = 0;
+  char skel[PATH_MAX] = "";
+  int channel = -1;
+  pid_t pid;
   int r;
 
   if (spec->gpu && node->opts.isolate && !node->have_nvidia)
@@ -437,7 +572,7 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
   sb->pid = -1;
   sb->slirp_exit_fd = -1;
 
-  if (pipe2 (report, O_CLOEXEC) < 0 || pipe2 (go, O_CLOEXEC) < 0)
+  if (pipe2 (report, O_CLOEXEC) < 0 || socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot) < 0)
     {
       r = flint_error_set_errno (err, FLINT_EINTERNAL, errno, "sandbox `%s`: pipe", spec->id);
       goto fail;
@@ -445,6 +580,13 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
   if (sb->isolated)
     {
       flint_cgroup_limits_t lim = { spec->memory_bytes, spec->cpu_millis, spec->pids_max };
+
+      if (flint__rootfs_skeleton (node, spec->network, spec->gpu, skel, sizeof skel, err) < 0)
+        {
+          r = -1;
+          goto fail;
+        }
+      nmounts = flint_sandbox_mount_table (node, spec, table, FLINT_ARRAY_SIZE (table));
       t = flint_now_ns ();
       sb->cg_ops = node->cg.ops;
       if (sb->cg_ops->create (&node->cg, spec->id, &lim, &sb->cg, err) < 0)
@@ -455,7 +597,9 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
         }
       tm.cgroup_ms = (double) (flint_now_ns () - t) / 1e6;
       t = flint_now_ns ();
-      pid = (pid_t) syscall (SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD,
+      pid = (pid_t) syscall (SYS_clone,
+                             CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
+                                 | (node->opts.userns ? CLONE_NEWUSER : 0) | SIGCHLD,
                              NULL, NULL, NULL, NULL);
     }
   else
@@ -471,16 +615,16 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
   if (pid == 0)
     {
       close (report[0]);
-      close (go[1]);
+      close (boot[0]);
       if (sb->isolated)
-        child_main (node, spec, go[0], report[1], self);
-      plain_child (spec, report[1]);
+        child_main (node, spec, boot[1], report[1], table, nmounts, skel);
+      plain_child (spec, boot[1], report[1]);
     }
   tm.clone_ms = (double) (flint_now_ns () - t) / 1e6;
   sb->pid = pid;
   close (report[1]);
-  close (go[0]);
-  report[1] = go[0] = -1;
+  close (boot[1]);
+  report[1] = boot[1] = -1;
   if (sb->isolated)
     {
       t = flint_now_ns ();
@@ -492,19 +636,38 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
           goto fail;
         }
       tm.cgroup_ms += (double) (flint_now_ns () - t) / 1e6;
+      if (node->opts.userns
+          && ((r = write_proc (pid, "setgroups", "deny")) < 0 || (r = write_proc (pid, "uid_map", node->idmap)) < 0
+              || (r = write_proc (pid, "gid_map", node->idmap)) < 0))
+        {
+          flint_error_set_errno (err, FLINT_EINTERNAL, r, "sandbox `%s`: write the user namespace's id maps", spec->id);
+          r = -1;
+          goto fail;
+        }
       if (spec->network && start_slirp (pid, &sb->slirp_exit_fd, err) < 0)
         {
           r = flint_error_prefix (err, "sandbox `%s`: network", spec->id);
           goto fail;
         }
     }
-  if (write (go[1], "g", 1) != 1)
+  if (write (boot[0], "g", 1) != 1)
     {
       r = flint_error_set_errno (err, FLINT_EINTERNAL, errno, "sandbox `%s`: release the child", spec->id);
       goto fail;
     }
-  close (go[1]);
-  go[1] = -1;
+  channel = recv_channel (boot[0]);
+  if (channel < 0 && collect_reports (report[0], spec->id, sb->isolated, &rep, err) < 0)
+    {
+      r = -1;
+      goto fail;
+    }
+  if (channel < 0)
+    {
+      r = flint_error_set_errno (err, FLINT_EINTERNAL, -channel, "sandbox `%s`: receive the worker's channel", spec->id);
+      goto fail;
+    }
+  close (boot[0]);
+  boot[0] = -1;
   if (collect_reports (report[0], spec->id, sb->isolated, &rep, err) < 0)
     {
       r = -1;
@@ -519,16 +682,19 @@ flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spe
     tm.exec_ms = (double) (flint_now_ns () - rep.exec_start_ns) / 1e6;
   if (timings)
     *timings = tm;
+  *channel_out = channel;
   *out = sb;
   return 0;
 
 fail:
+  if (channel >= 0)
+    close (channel);
   for (int i = 0; i < 2; i++)
     {
       if (report[i] >= 0)
         close (report[i]);
-      if (go[i] >= 0)
-        close (go[i]);
+      if (boot[i] >= 0)
+        close (boot[i]);
     }
   if (sb->pid > 0)
     {

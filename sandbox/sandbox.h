@@ -39,8 +39,9 @@ typedef struct flint_sandbox_spec_s {
   bool network;              /* share the host network namespace (outbound access) */
   bool gpu;                  /* expose /dev/nvidia* */
   const char *hostname;
-  /* fds handed to the worker: become its fd 3 (channel), 1 and 2; not closed. */
-  int channel_fd;
+  /* fds handed to the worker: become its fds 1 and 2; not closed. The worker's channel (fd 3)
+   * is a socketpair the sandbox creates inside its own network namespace (CRIU finds unix
+   * sockets through the dumped netns): its other end comes back in *channel_out of spawn. */
   int stdout_fd;
   int stderr_fd;
 } flint_sandbox_spec_t;
@@ -57,6 +58,23 @@ typedef struct flint_sandbox_timings_s {
 
 typedef struct flint_sandbox_s flint_sandbox_t;
 
+/* The mounts of a sandbox, in order (rootfs.c). The snapshotter declares every bind and the
+ * /tmp tmpfs as CRIU externals under `key`, and maps them back to `host` on restore. */
+typedef enum flint_mount_kind_e {
+  FLINT_MNT_BIND_RO,   /* read-only bind of a host file or directory */
+  FLINT_MNT_BIND_DEV,  /* bind of a host device node */
+  FLINT_MNT_TMPFS,     /* /tmp */
+  FLINT_MNT_PROC,      /* /proc of the sandbox's pid namespace */
+} flint_mount_kind_t;
+
+typedef struct flint_mount_s {
+  flint_mount_kind_t kind;
+  char inside[64];       /* mount point inside the sandbox: "/usr", "/dev/null" */
+  char key[48];          /* stable external key: "usr", "dev-null" */
+  char host[4096];       /* source on the host (binds) */
+  char opts[64];         /* tmpfs options */
+} flint_mount_t;
+
 /* What a finished sandbox died of. */
 typedef struct flint_sandbox_exit_s {
   int wait_status;
@@ -69,9 +87,11 @@ typedef struct flint_sandbox_exit_s {
 
 typedef struct flint_sandbox_options_s {
   bool isolate;              /* false: plain fork+exec, no isolation (development only) */
+  bool userns;               /* run in a user namespace (ids mapped from uid_base) */
+  uid_t uid_base;            /* host id of the sandbox's root with a user ns (100000) */
   const char *run_dir;       /* root-only scratch dir for sandbox roots (e.g. /run/flint/sandbox) */
   const char *cgroup_parent; /* cgroup name under which replicas go, e.g. "flint" */
-  uid_t uid;                 /* unprivileged ids inside (65534 by default) */
+  uid_t uid;                 /* unprivileged ids the worker runs as, inside (65534) */
   gid_t gid;
 } flint_sandbox_options_t;
 
@@ -86,7 +106,7 @@ const char *flint_sandbox_node_describe (const flint_sandbox_node_t *node);
  * failed to). The worker is the sandbox's pid 1; the caller reaps it with waitpid() on
  * flint_sandbox_pid() (it is the caller's child) and then calls flint_sandbox_finish(). */
 int flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, flint_sandbox_t **out,
-                         flint_sandbox_timings_t *timings, flint_error_t *err);
+                         int *channel_out, flint_sandbox_timings_t *timings, flint_error_t *err);
 
 pid_t flint_sandbox_pid (const flint_sandbox_t *sb);
 const char *flint_sandbox_id (const flint_sandbox_t *sb);
@@ -104,6 +124,18 @@ void flint_sandbox_finish (flint_sandbox_t *sb, int wait_status, flint_sandbox_e
 /* Removes leftovers of sandboxes whose owner died (cgroups under the parent, scratch dirs),
  * killing what still runs there. Returns the number of sandboxes cleaned. */
 int flint_sandbox_node_cleanup_stale (flint_sandbox_node_t *node);
+
+/* The mounts of a sandbox built for `spec`; returns how many were written to `out`. */
+size_t flint_sandbox_mount_table (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec,
+                                  flint_mount_t *out, size_t max);
+
+/* The root skeleton directory for a variant (built on first use): what CRIU restores the root
+ * mount from. Returns 0 and the path, or -1 with `err`. */
+int flint_sandbox_skeleton (flint_sandbox_node_t *node, bool network, bool gpu, char *path_out, size_t len,
+                            flint_error_t *err);
+
+/* The user namespace's id mapping of this node ("0 100000 65536"), or "" without one. */
+const char *flint_sandbox_idmap (const flint_sandbox_node_t *node);
 
 /* Formats a wait status for people ("killed by signal 11 (SIGSEGV)"). */
 void flint_describe_wait_status (int wait_status, char *buf, size_t len);

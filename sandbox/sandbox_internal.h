@@ -18,6 +18,9 @@ struct flint_sandbox_node_s {
   struct sock_fprog seccomp_standard;
   struct sock_fprog seccomp_gpu;
   bool have_nvidia;
+  char top_links[8][16];        /* /bin, /lib, ...: symlinks on this host (merged /usr) */
+  char top_dirs[8][16];         /* ... or real directories (bound read-only) */
+  char idmap[64];               /* "0 100000 65536" with a user namespace */
   char fault[64];               /* FLINT_FAULT: a failure to inject (tests) */
   char describe[256];
 };
@@ -52,8 +55,14 @@ struct flint_sandbox_s {
 /* seccomp.c: compiles the node's policies. */
 int flint__seccomp_compile (flint_sandbox_node_t *node, flint_error_t *err);
 
-/* rootfs.c: builds the sandbox's filesystem view and pivots into it. Runs in the child, in its
- * new mount namespace, as root. On failure returns -errno and names the step in *stage. */
-int flint__rootfs_build (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, const char **stage);
+/* rootfs.c: builds the root skeleton of a variant (once). */
+int flint__rootfs_skeleton (flint_sandbox_node_t *node, bool network, bool gpu, char *path_out, size_t len,
+                            flint_error_t *err);
+
+/* rootfs.c: mounts `table` (sources opened by the parent: fds[i]) over the skeleton (skel_fd)
+ * and pivots into it. Runs in the child, in its new mount namespace, with all capabilities of
+ * its user namespace. On failure returns -errno and names the step in *stage. */
+int flint__rootfs_build (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, const flint_mount_t *table,
+                         const int *fds, size_t n, int skel_fd, const char **stage);
 
 #endif

@@ -44,7 +44,7 @@ send_node_frame (spawner_t *sp, node_frame_t *f)
 
 static void
 reply_spawned (spawner_t *sp, const char *id, bool ok, const char *error, pid_t pid,
-               const flint_sandbox_timings_t *t)
+               const flint_sandbox_timings_t *t, int channel)
 {
   Flint__Node__V1__Spawned s = FLINT__NODE__V1__SPAWNED__INIT;
   node_frame_t f = FLINT__NODE__V1__NODE_FRAME__INIT;
@@ -72,7 +72,14 @@ reply_spawned (spawner_t *sp, const char *id, bool ok, const char *error, pid_t 
     }
   f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_SPAWNED;
   f.spawned = &s;
-  send_node_frame (sp, &f);
+  if (channel >= 0)
+    {
+      int r = flint_frame_send (sp->sock, &f.base, &channel, 1);
+      if (r < 0)
+        flint_err ("send to flintd: %s", strerror (-r));
+    }
+  else
+    send_node_frame (sp, &f);
 }
 
 static void
@@ -89,12 +96,13 @@ handle_spawn (spawner_t *sp, const Flint__Node__V1__Spawn *req, int *fds, size_t
   _cleanup_free_ const void **fdata = NULL;
   _cleanup_free_ size_t *flens = NULL;
   char pidkey[24];
+  int channel = -1;
 
-  if (nfds != 3 || ss == NULL || req->n_argv == 0 || flint_map_get (&sp->by_id, req->replica_id))
+  if (nfds != 2 || ss == NULL || req->n_argv == 0 || flint_map_get (&sp->by_id, req->replica_id))
     {
       reply_spawned (sp, req->replica_id, false,
-                     nfds != 3 ? "spawn request without its channel, stdout and stderr fds" : "malformed or duplicate spawn request",
-                     0, NULL);
+                     nfds != 2 ? "spawn request without its stdout and stderr fds" : "malformed or duplicate spawn request",
+                     0, NULL, -1);
       return;
     }
   argv = calloc (req->n_argv + 1, sizeof *argv);
@@ -130,19 +138,19 @@ handle_spawn (spawner_t *sp, const Flint__Node__V1__Spawn *req, int *fds, size_t
   spec.network = ss->network;
   spec.gpu = ss->gpu;
   spec.hostname = ss->hostname[0] ? ss->hostname : "flint";
-  spec.channel_fd = fds[0];
-  spec.stdout_fd = fds[1];
-  spec.stderr_fd = fds[2];
+  spec.stdout_fd = fds[0];
+  spec.stderr_fd = fds[1];
 
-  if (flint_sandbox_spawn (sp->node, &spec, &sb, &t, &err) < 0)
+  if (flint_sandbox_spawn (sp->node, &spec, &sb, &channel, &t, &err) < 0)
     {
-      reply_spawned (sp, req->replica_id, false, err.msg, 0, NULL);
+      reply_spawned (sp, req->replica_id, false, err.msg, 0, NULL, -1);
       return;
     }
   flint_map_put (&sp->by_id, req->replica_id, sb);
   snprintf (pidkey, sizeof pidkey, "%d", (int) flint_sandbox_pid (sb));
   flint_map_put (&sp->by_pid, pidkey, sb);
-  reply_spawned (sp, req->replica_id, true, NULL, flint_sandbox_pid (sb), &t);
+  reply_spawned (sp, req->replica_id, true, NULL, flint_sandbox_pid (sb), &t, channel);
+  close (channel);
 }
 
 static void

@@ -12,8 +12,8 @@
 int
 main (int argc, char **argv)
 {
-  flint_sandbox_options_t opts = { .isolate = true, .run_dir = "/run/flint/sandbox", .cgroup_parent = "flint",
-                                   .uid = 65534, .gid = 65534 };
+  flint_sandbox_options_t opts = { .isolate = true, .userns = true, .uid_base = 100000, .run_dir = "/run/flint/sandbox",
+                                   .cgroup_parent = "flint", .uid = 65534, .gid = 65534 };
   int type;
   socklen_t len = sizeof type;
 
@@ -22,6 +22,8 @@ main (int argc, char **argv)
     {
       if (strcmp (argv[i], "--no-isolation") == 0)
         opts.isolate = false;
+      else if (strcmp (argv[i], "--no-userns") == 0)
+        opts.userns = false;
       else if (strcmp (argv[i], "--run-dir") == 0 && i + 1 < argc)
         opts.run_dir = argv[++i];
       else if (strcmp (argv[i], "--cgroup-parent") == 0 && i + 1 < argc)
@@ -33,7 +35,7 @@ main (int argc, char **argv)
         }
       else
         {
-          fprintf (stderr, "usage: flint-spawner [--no-isolation] [--run-dir DIR] [--cgroup-parent NAME]\n"
+          fprintf (stderr, "usage: flint-spawner [--no-isolation] [--no-userns] [--run-dir DIR] [--cgroup-parent NAME]\n"
                            "Started by flintd with its socket at fd 3.\n");
           return 2;
         }

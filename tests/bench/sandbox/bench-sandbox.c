@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,7 +36,7 @@ pct (double *v, int n, double q)
 static int
 one (flint_sandbox_node_t *node, char *worker, const char *bundle, double *ms, flint_sandbox_timings_t *tm)
 {
-  int sv[2], devnull = open ("/dev/null", O_WRONLY | O_CLOEXEC);
+  int chan = -1, devnull = open ("/dev/null", O_WRONLY | O_CLOEXEC);
   char *argv[] = { worker, NULL };
   char *env[] = { (char *) "PATH=/usr/bin:/bin", NULL };
   flint_sandbox_spec_t spec = {
@@ -51,25 +50,21 @@ one (flint_sandbox_node_t *node, char *worker, const char *bundle, double *ms, f
   uint64_t t0;
   int status;
 
-  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-    return -1;
-  spec.channel_fd = sv[1];
   spec.stdout_fd = spec.stderr_fd = devnull;
   t0 = flint_now_ns ();
-  if (flint_sandbox_spawn (node, &spec, &sb, tm, &err) < 0)
+  if (flint_sandbox_spawn (node, &spec, &sb, &chan, tm, &err) < 0)
     {
       fprintf (stderr, "spawn: %s\n", err.msg);
       return -1;
     }
-  close (sv[1]);
-  if (flint_frame_recv (sv[0], 1 << 16, &buf, &len, NULL, &nfds) != 1)
+  if (flint_frame_recv (chan, 1 << 16, &buf, &len, NULL, &nfds) != 1)
     {
       fprintf (stderr, "no hello from the worker\n");
       return -1;
     }
   *ms = (double) (flint_now_ns () - t0) / 1e6;
   free (buf);
-  close (sv[0]); /* the worker exits when its channel closes */
+  close (chan); /* the worker exits when its channel closes */
   close (devnull);
   flint_sandbox_kill (sb);
   waitpid (flint_sandbox_pid (sb), &status, 0);
@@ -80,7 +75,8 @@ one (flint_sandbox_node_t *node, char *worker, const char *bundle, double *ms, f
 int
 main (int argc, char **argv)
 {
-  flint_sandbox_options_t iso = { .isolate = true, .run_dir = "/run/flint-bench-sandbox", .cgroup_parent = "flint-bench",
+  flint_sandbox_options_t iso = { .isolate = true, .userns = true, .uid_base = 100000,
+                                  .run_dir = "/dev/shm/flint-bench-sandbox", .cgroup_parent = "flint-bench",
                                   .uid = 65534, .gid = 65534 };
   flint_sandbox_options_t plain = iso;
   flint_sandbox_node_t *n_iso, *n_plain;
