@@ -36,6 +36,8 @@ typedef struct flint_cgroup_ops_s {
   /* Creates `cg` (under the parent) and applies `lim`. */
   int (*create) (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_limits_t *lim,
                  flint_cgroup_t *cg, flint_error_t *err);
+  /* (Re)applies limits to an existing cgroup. */
+  int (*set_limits) (const flint_cgroup_t *cg, const flint_cgroup_limits_t *lim, flint_error_t *err);
   /* Moves `pid` into every hierarchy of `cg`. -errno. */
   int (*attach) (const flint_cgroup_t *cg, pid_t pid);
   /* Freezes or thaws every task of `cg`. -errno. */

@@ -29,28 +29,12 @@ v1_destroy (const flint_cgroup_t *cg)
 }
 
 static int
-v1_create (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_limits_t *lim, flint_cgroup_t *cg,
-           flint_error_t *err)
+v1_set_limits (const flint_cgroup_t *cg, const flint_cgroup_limits_t *lim, flint_error_t *err)
 {
   char val[64];
   const char *d;
   int r;
 
-  memset (cg, 0, sizeof *cg);
-  snprintf (cg->relpath, sizeof cg->relpath, "%s/%s", root->parent, id);
-  for (int i = 0; i < root->nmounts; i++)
-    {
-      snprintf (cg->dirs[i], PATH_MAX, "%s/%s/%s", root->mounts[i], root->parent, id);
-      snprintf (cg->ctrl[i], sizeof cg->ctrl[i], "%s", root->ctrl[i]);
-      if (mkdir (cg->dirs[i], 0755) < 0 && errno != EEXIST)
-        {
-          int e = errno;
-          cg->ndirs = i;
-          v1_destroy (cg);
-          return flint_error_set_errno (err, FLINT_EINTERNAL, e, "create cgroup `%s`", cg->dirs[i]);
-        }
-      cg->ndirs = i + 1;
-    }
   if (lim->memory_bytes && (d = dir_of (cg, "memory")))
     {
       snprintf (val, sizeof val, "%llu", (unsigned long long) lim->memory_bytes);
@@ -76,8 +60,34 @@ v1_create (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_l
     }
   return 0;
 fail:
-  v1_destroy (cg);
   return flint_error_set_errno (err, FLINT_EINTERNAL, r, "configure cgroup `%s`", cg->relpath);
+}
+
+static int
+v1_create (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_limits_t *lim, flint_cgroup_t *cg,
+           flint_error_t *err)
+{
+  memset (cg, 0, sizeof *cg);
+  snprintf (cg->relpath, sizeof cg->relpath, "%s/%s", root->parent, id);
+  for (int i = 0; i < root->nmounts; i++)
+    {
+      snprintf (cg->dirs[i], PATH_MAX, "%s/%s/%s", root->mounts[i], root->parent, id);
+      snprintf (cg->ctrl[i], sizeof cg->ctrl[i], "%s", root->ctrl[i]);
+      if (mkdir (cg->dirs[i], 0755) < 0 && errno != EEXIST)
+        {
+          int e = errno;
+          cg->ndirs = i;
+          v1_destroy (cg);
+          return flint_error_set_errno (err, FLINT_EINTERNAL, e, "create cgroup `%s`", cg->dirs[i]);
+        }
+      cg->ndirs = i + 1;
+    }
+  if (v1_set_limits (cg, lim, err) < 0)
+    {
+      v1_destroy (cg);
+      return -1;
+    }
+  return 0;
 }
 
 static int
@@ -132,6 +142,7 @@ v1_kill_all (const flint_cgroup_t *cg)
 const flint_cgroup_ops_t flint_cgroup_v1_ops = {
   .name = "v1",
   .create = v1_create,
+  .set_limits = v1_set_limits,
   .attach = v1_attach,
   .freeze = v1_freeze,
   .explain = v1_explain,

@@ -17,19 +17,11 @@ v2_destroy (const flint_cgroup_t *cg)
 }
 
 static int
-v2_create (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_limits_t *lim, flint_cgroup_t *cg,
-           flint_error_t *err)
+v2_set_limits (const flint_cgroup_t *cg, const flint_cgroup_limits_t *lim, flint_error_t *err)
 {
   char val[64];
   int r = 0;
 
-  memset (cg, 0, sizeof *cg);
-  snprintf (cg->relpath, sizeof cg->relpath, "%s/%s", root->parent, id);
-  snprintf (cg->dirs[0], PATH_MAX, "%s/%s/%s", root->mounts[0], root->parent, id);
-  snprintf (cg->ctrl[0], sizeof cg->ctrl[0], "unified");
-  cg->ndirs = 1;
-  if (mkdir (cg->dirs[0], 0755) < 0 && errno != EEXIST)
-    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "create cgroup `%s`", cg->dirs[0]);
   if (lim->memory_bytes)
     {
       snprintf (val, sizeof val, "%llu", (unsigned long long) lim->memory_bytes);
@@ -51,8 +43,26 @@ v2_create (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_l
     }
   return 0;
 fail:
-  v2_destroy (cg);
   return flint_error_set_errno (err, FLINT_EINTERNAL, r, "configure cgroup `%s`", cg->relpath);
+}
+
+static int
+v2_create (const flint_cgroup_root_t *root, const char *id, const flint_cgroup_limits_t *lim, flint_cgroup_t *cg,
+           flint_error_t *err)
+{
+  memset (cg, 0, sizeof *cg);
+  snprintf (cg->relpath, sizeof cg->relpath, "%s/%s", root->parent, id);
+  snprintf (cg->dirs[0], PATH_MAX, "%s/%s/%s", root->mounts[0], root->parent, id);
+  snprintf (cg->ctrl[0], sizeof cg->ctrl[0], "unified");
+  cg->ndirs = 1;
+  if (mkdir (cg->dirs[0], 0755) < 0 && errno != EEXIST)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "create cgroup `%s`", cg->dirs[0]);
+  if (v2_set_limits (cg, lim, err) < 0)
+    {
+      v2_destroy (cg);
+      return -1;
+    }
+  return 0;
 }
 
 static int
@@ -89,6 +99,7 @@ v2_kill_all (const flint_cgroup_t *cg)
 const flint_cgroup_ops_t flint_cgroup_v2_ops = {
   .name = "v2",
   .create = v2_create,
+  .set_limits = v2_set_limits,
   .attach = v2_attach,
   .freeze = v2_freeze,
   .explain = v2_explain,

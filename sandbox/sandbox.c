@@ -712,6 +712,61 @@ fail:
   return r;
 }
 
+int
+flint_sandbox_prepare (flint_sandbox_node_t *node, const char *id, flint_sandbox_t **out, flint_error_t *err)
+{
+  flint_cgroup_limits_t none = { 0, 0, 0 };
+  flint_sandbox_t *sb;
+
+  if (!node->opts.isolate)
+    return flint_error_set (err, FLINT_EPRECONDITION, "restores need isolated sandboxes");
+  sb = calloc (1, sizeof *sb);
+  if (sb == NULL)
+    return flint_error_set (err, FLINT_EINTERNAL, "out of memory");
+  snprintf (sb->id, sizeof sb->id, "%s", id);
+  sb->isolated = true;
+  sb->pid = -1;
+  sb->slirp_exit_fd = -1;
+  sb->cg_ops = node->cg.ops;
+  if (sb->cg_ops->create (&node->cg, id, &none, &sb->cg, err) < 0)
+    {
+      free (sb);
+      return -1;
+    }
+  *out = sb;
+  return 0;
+}
+
+int
+flint_sandbox_enter (const flint_sandbox_t *sb)
+{
+  int r = sb->cg_ops->attach (&sb->cg, getpid ());
+  if (r < 0)
+    return r;
+  return unshare (CLONE_NEWCGROUP) < 0 ? -errno : 0;
+}
+
+int
+flint_sandbox_set_limits (flint_sandbox_t *sb, const flint_sandbox_spec_t *spec, flint_error_t *err)
+{
+  flint_cgroup_limits_t lim = { spec->memory_bytes, spec->cpu_millis, spec->pids_max };
+  sb->memory_limit = spec->memory_bytes;
+  sb->pids_limit = spec->pids_max;
+  return sb->cg_ops->set_limits (&sb->cg, &lim, err);
+}
+
+void
+flint_sandbox_adopt (flint_sandbox_t *sb, pid_t pid)
+{
+  sb->pid = pid;
+}
+
+void
+flint_sandbox_set_id (flint_sandbox_t *sb, const char *id)
+{
+  snprintf (sb->id, sizeof sb->id, "%s", id);
+}
+
 pid_t
 flint_sandbox_pid (const flint_sandbox_t *sb)
 {

@@ -108,6 +108,22 @@ const char *flint_sandbox_node_describe (const flint_sandbox_node_t *node);
 int flint_sandbox_spawn (flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec, flint_sandbox_t **out,
                          int *channel_out, flint_sandbox_timings_t *timings, flint_error_t *err);
 
+/* Sandboxes for restored replicas (the snapshotter). CRIU recreates the namespaces and mounts
+ * from the image; what must exist beforehand is the cgroup, which the restoring process joins
+ * so that the restored tree is born inside it:
+ *   flint_sandbox_prepare   creates the cgroup (no limits yet) and the sandbox record
+ *   flint_sandbox_enter     in a forked child (the future criu swrk): join the cgroup and
+ *                           unshare a cgroup namespace rooted there (async-signal-safe)
+ *   flint_sandbox_set_limits applies a spec's memory, CPU and pids limits
+ *   flint_sandbox_adopt     records the restored root's pid (the caller's child)
+ * Kill, freeze and finish then work as for spawned sandboxes. */
+int flint_sandbox_prepare (flint_sandbox_node_t *node, const char *id, flint_sandbox_t **out, flint_error_t *err);
+int flint_sandbox_enter (const flint_sandbox_t *sb);
+int flint_sandbox_set_limits (flint_sandbox_t *sb, const flint_sandbox_spec_t *spec, flint_error_t *err);
+void flint_sandbox_adopt (flint_sandbox_t *sb, pid_t pid);
+/* Renames the sandbox (a prepared slot becomes a replica). */
+void flint_sandbox_set_id (flint_sandbox_t *sb, const char *id);
+
 pid_t flint_sandbox_pid (const flint_sandbox_t *sb);
 const char *flint_sandbox_id (const flint_sandbox_t *sb);
 
