@@ -92,6 +92,30 @@ typedef enum flint_version_state_e {
   FLINT_VERSION_FAILED,
 } flint_version_state_t;
 
+typedef enum flint_snapshot_state_e {
+  FLINT_SNAPSHOT_NONE,      /* not taken (disabled, or not yet) */
+  FLINT_SNAPSHOT_TAKING,
+  FLINT_SNAPSHOT_READY,
+  FLINT_SNAPSHOT_FAILED,
+} flint_snapshot_state_t;
+
+/* A version's snapshot: its image on the node and what restores from it have cost. */
+typedef struct flint_snapshot_s {
+  flint_snapshot_state_t state;
+  char *image_dir;
+  uint64_t size_bytes;
+  double dump_ms;
+  int64_t created_ms;
+  flint_snapshot_file_t *files;
+  size_t n_files;
+  char error[512];
+  flint_hist_t restore_ms;        /* Restore request → replica ready, image tier */
+  flint_hist_t unpark_ms;         /* parked → ready */
+  uint64_t restores;
+  uint32_t parked_target;         /* frozen replicas kept ready (parked tier) */
+  uint32_t restore_failures;      /* consecutive: the image tier is skipped after 3 */
+} flint_snapshot_t;
+
 struct flint_version_s {
   flint_endpoint_t *ep;
   flint_list_t link;             /* in ep->versions, newest first */
@@ -105,10 +129,13 @@ struct flint_version_s {
   char *weights_dir;             /* RUN/weights/versions/<endpoint>-<version>, or NULL */
   int64_t created_ms;
   char *error;
+  flint_snapshot_t snap;
 };
 
 typedef enum flint_replica_state_e {
-  FLINT_REPLICA_STARTING,   /* sandbox requested / worker connecting / function init */
+  FLINT_REPLICA_STARTING,   /* sandbox requested / worker connecting / function init, or
+                               being restored / resumed (tier image or parked) */
+  FLINT_REPLICA_PARKED,     /* restored (or checkpointed) and frozen: the parked tier */
   FLINT_REPLICA_READY,      /* takes traffic */
   FLINT_REPLICA_DRAINING,   /* finishes in-flight requests, takes no new ones */
   FLINT_REPLICA_STOPPING,   /* killed; waiting for the exit report */
@@ -148,6 +175,12 @@ struct flint_replica_s {
   char exit_reason[256];
   bool oom_killed;
   flint_deploy_t *deploy;         /* the deploy waiting for this replica to become ready */
+  bool checkpointing;             /* its snapshot is being taken */
+  bool resuming;                  /* restored or unparked: waiting for RestoredAck, then the canary */
+  uint64_t resume_ns;             /* when the Restored frame was sent */
+  uint64_t canary_ns;             /* when the canary was sent */
+  uint64_t canary_seq;
+  double restore_ms;              /* CRIU's part, from the snapshotter */
 };
 
 struct flint_endpoint_s {
@@ -203,6 +236,8 @@ struct flint_daemon_s {
   flint_registry_t *reg;
   struct flint_grpc_server_s *grpc;
   flint_helper_t spawner;
+  flint_helper_t snapshotter;
+  char snapshots_off[512];        /* why snapshots are unavailable ("" when they are) */
   flint_map_t endpoints;          /* name → flint_endpoint_t */
   flint_map_t replicas;           /* id → flint_replica_t */
   uint64_t next_request_id;
@@ -268,7 +303,45 @@ void flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint
 /* Ensures enough replicas are starting for the queue (until the autoscaler takes over). */
 void flint__dispatch_scale_for_queue (flint_endpoint_t *ep);
 
+/* snapshot.c */
+/* After a deploy's first replica is ready: takes the snapshot (or not, and says why), then
+ * calls flint__deploy_snapshot_done. */
+void flint__snapshot_take (flint_deploy_t *dep, flint_replica_t *r);
+void flint__snapshot_on_checkpoint_ready (flint_replica_t *r, bool ok, const char *error);
+void flint__snapshot_on_restored_ack (flint_replica_t *r, bool ok, const char *error, double hook_ms);
+void flint__snapshot_on_pong (flint_replica_t *r, uint64_t seq);
+void flint__snapshot_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_t len);
+/* Starts one more replica of the current version by the fastest tier available (parked, image,
+ * cold), falling back down the tiers on failure. NULL with `err` when none could start. */
+flint_replica_t *flint__replica_scale_up (flint_endpoint_t *ep, flint_error_t *err);
+/* Loads and verifies (or discards) a version's snapshot record after a restart. */
+void flint__snapshot_load (flint_daemon_t *d, flint_version_t *v);
+/* Removes a version's image and its record (version retired or endpoint deleted). */
+void flint__snapshot_discard (flint_daemon_t *d, flint_version_t *v, const char *why);
+/* Keeps the parked pool of the current version at its target. */
+void flint__snapshot_keep_parked (flint_endpoint_t *ep);
+/* Starts the snapshotter helper (a failure only disables snapshots). */
+void flint__snapshotter_start (flint_daemon_t *d);
+
+/* replica.c, for snapshot.c */
+flint_replica_t *flint__replica_alloc (flint_endpoint_t *ep, flint_version_t *v, flint_tier_t tier,
+                                       flint_helper_t *owner);
+/* Fills a SandboxSpec (and argv/env) for a replica; free with flint__sandbox_spec_clear. */
+struct Flint__Node__V1__SandboxSpec;
+int flint__sandbox_spec_fill (flint_replica_t *r, struct Flint__Node__V1__SandboxSpec *spec, char ***env_out,
+                              size_t *nenv_out, flint_error_t *err);
+void flint__sandbox_spec_clear (char **env, size_t nenv);
+/* Wires a replica to its worker: the channel and the two log pipes (fds owned after the call). */
+int flint__replica_attach (flint_replica_t *r, int channel, int out_fd, int err_fd);
+/* The worker is up and passed its checks: the replica takes traffic. */
+void flint__replica_ready (flint_replica_t *r, double init_ms);
+/* A replica that could not start (any tier): reason recorded, fallback decided by the caller. */
+void flint__replica_startup_failed (flint_replica_t *r, flint_status_t code, const char *msg);
+void flint__replica_send_restored (flint_replica_t *r);
+
 /* deploy.c */
+/* The snapshot step of a deploy is over (snapshot_error "" when one was taken). */
+void flint__deploy_snapshot_done (flint_deploy_t *dep, flint_replica_t *r, const char *snapshot_error);
 void flint__deploy_replica_ready (flint_deploy_t *dep, flint_replica_t *r);
 void flint__deploy_replica_failed (flint_deploy_t *dep, flint_replica_t *r, flint_status_t code, const char *msg);
 

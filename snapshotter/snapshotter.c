@@ -1,0 +1,746 @@
+/* The snapshotter service: checkpoints warmed workers into in-memory images with CRIU and
+ * restores replicas from them, fast.
+ *
+ * A restore is on the critical path of a request that arrived for an endpoint at zero, so
+ * everything that can happen before the request does happen before it: a pool of restore
+ * "slots" is kept ready, each holding
+ *   - a prepared sandbox cgroup, already joined (the first cgroup v1 migration after a quiet
+ *     period costs 13-16 ms of rcu_sync) by
+ *   - a `criu swrk` process, forked and exec'd ahead (5 ms saved), living in a cgroup namespace
+ *     rooted at that cgroup, so the restored tree is born inside its limits;
+ *   - a fresh channel socketpair and stdout/stderr pipes for the new replica (inherited by
+ *     criu and swapped in for the dumped ones through inherit_fd);
+ *   - a fresh tmpfs for the replica's /tmp (an external mount: no tar of tmpfs content).
+ * A restore is then one RPC; the slot is refilled after the reply. The choices and their
+ * measurements are in docs/SNAPSHOTS.md.
+ *
+ * Protocol (node.proto): Dump → Dumped; Restore → Restored (+ channel, stdout, stderr fds);
+ * Freeze, Kill, Exited as for the spawner (supervisor.c). */
+#include "snapshotter.h"
+#include "criu.h"
+#include "images.h"
+#include "spawner.h"
+#include "supervisor.h"
+#include "flint/cleanup.h"
+#include "flint/log.h"
+#include "flint/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef Flint__Node__V1__NodeFrame node_frame_t;
+
+#define MAX_SLOTS 16
+#define MAX_MOUNTS 48
+
+typedef struct slot_s {
+  bool ready;
+  flint_sandbox_t *sb;      /* the prepared cgroup */
+  flint_criu_t criu;        /* swrk inside it */
+  int chan[2];              /* [0] for flintd, [1] inherited by the restored worker */
+  int out[2], err[2];       /* [0] read ends for flintd, [1] inherited */
+  int work_fd;
+  char dir[PATH_MAX];       /* RUN/snapshotter/slot-N */
+  char tmp[PATH_MAX];       /* its fresh tmpfs, the replica's /tmp */
+  uint64_t tmp_size;
+} slot_t;
+
+typedef struct snap_s {
+  flint_supervisor_t sv;
+  flint_snapshotter_options_t opts;
+  char criu_version[32];
+  char kernel[128];
+  slot_t slots[MAX_SLOTS];
+  unsigned next_slot_id;
+  int own_netns;
+} snap_t;
+
+/* ---- slots ------------------------------------------------------------------------------- */
+
+static int
+slot_enter_cb (void *data)
+{
+  return flint_sandbox_enter (data);
+}
+
+static void
+slot_release (slot_t *sl, bool kill_criu)
+{
+  int *fds[] = { &sl->chan[0], &sl->chan[1], &sl->out[0], &sl->out[1], &sl->err[0], &sl->err[1], &sl->work_fd };
+  for (size_t i = 0; i < FLINT_ARRAY_SIZE (fds); i++)
+    if (*fds[i] >= 0)
+      {
+        close (*fds[i]);
+        *fds[i] = -1;
+      }
+  if (sl->criu.pid > 0)
+    {
+      if (kill_criu)
+        kill (sl->criu.pid, SIGKILL);
+      /* the supervisor's reaper collects it */
+      flint_criu_close (&sl->criu, true);
+    }
+  if (sl->tmp[0])
+    umount2 (sl->tmp, MNT_DETACH);
+  if (sl->dir[0])
+    flint_rm_rf (sl->dir);
+  sl->tmp[0] = sl->dir[0] = '\0';
+  sl->ready = false;
+}
+
+/* Prepares one slot (see the file comment). Not on the request path, except when the pool ran
+ * dry. */
+static int
+slot_prepare (snap_t *s, slot_t *sl, flint_error_t *err)
+{
+  char id[64], path[PATH_MAX + 16], opts[64];
+  int keep[4];
+
+  memset (sl, 0, sizeof *sl);
+  sl->chan[0] = sl->chan[1] = sl->out[0] = sl->out[1] = sl->err[0] = sl->err[1] = sl->work_fd = -1;
+  sl->criu.pid = sl->criu.sk = -1;
+  snprintf (id, sizeof id, "slot-%u-%d", s->next_slot_id++, (int) getpid ());
+  if (flint_sandbox_prepare (s->sv.node, id, &sl->sb, err) < 0)
+    return -1;
+  snprintf (sl->dir, sizeof sl->dir, "%s/snapshotter/%s", s->opts.run_dir, id);
+  snprintf (sl->tmp, sizeof sl->tmp, "%s/tmp", sl->dir);
+  snprintf (path, sizeof path, "%s/work", sl->dir);
+  sl->tmp_size = 64u << 20;
+  snprintf (opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long) sl->tmp_size);
+  if (flint_mkdir_p (sl->tmp, 0700) < 0 || flint_mkdir_p (path, 0700) < 0
+      || mount ("flint-tmp", sl->tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+    {
+      flint_error_set_errno (err, FLINT_EINTERNAL, errno, "restore slot: prepare `%s`", sl->dir);
+      sl->tmp[0] = '\0';
+      goto fail;
+    }
+  sl->work_fd = open (path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (sl->work_fd < 0 || socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sl->chan) < 0
+      || pipe2 (sl->out, O_CLOEXEC) < 0 || pipe2 (sl->err, O_CLOEXEC) < 0)
+    {
+      flint_error_set_errno (err, FLINT_EINTERNAL, errno, "restore slot: fds");
+      goto fail;
+    }
+  keep[0] = sl->chan[1];
+  keep[1] = sl->out[1];
+  keep[2] = sl->err[1];
+  keep[3] = sl->work_fd;
+  if (flint_criu_spawn (s->opts.criu, keep, 4, slot_enter_cb, sl->sb, &sl->criu, err) < 0)
+    goto fail;
+  sl->ready = true;
+  return 0;
+fail:
+  slot_release (sl, true);
+  if (sl->sb)
+    {
+      flint_sandbox_finish (sl->sb, 0, NULL);
+      sl->sb = NULL;
+    }
+  return -1;
+}
+
+static void
+refill (snap_t *s)
+{
+  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
+    if (!s->slots[i].ready)
+      {
+        flint_error_t err = FLINT_ERROR_INIT;
+        if (slot_prepare (s, &s->slots[i], &err) < 0)
+          {
+            flint_warn ("cannot prepare a restore slot: %s", err.msg);
+            return;
+          }
+      }
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static unsigned long
+fd_inode (pid_t pid, int fd, const char *kind)
+{
+  char path[64], link[128];
+  ssize_t n;
+  unsigned long ino = 0;
+  size_t klen = strlen (kind);
+
+  snprintf (path, sizeof path, "/proc/%d/fd/%d", (int) pid, fd);
+  n = readlink (path, link, sizeof link - 1);
+  if (n <= 0)
+    return 0;
+  link[n] = '\0';
+  if (strncmp (link, kind, klen) == 0 && link[klen] == ':' && link[klen + 1] == '[')
+    ino = strtoul (link + klen + 2, NULL, 10);
+  return ino;
+}
+
+/* The first error lines of a CRIU log, for messages. */
+static void
+log_errors (const char *path, char *out, size_t len)
+{
+  FILE *f = fopen (path, "re");
+  char line[512];
+  size_t used = 0;
+
+  out[0] = '\0';
+  if (f == NULL)
+    return;
+  while (fgets (line, sizeof line, f) && used + 2 < len)
+    {
+      if (strstr (line, "Error") == NULL || strstr (line, "RLIMIT_NOFILE"))
+        continue;
+      line[strcspn (line, "\n")] = '\0';
+      used += (size_t) snprintf (out + used, len - used, "%s%s", used ? "; " : "", line);
+    }
+  fclose (f);
+}
+
+static void
+add_str (char ***arr, size_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+add_str (char ***arr, size_t *n, const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  va_start (ap, fmt);
+  if (vasprintf (&s, fmt, ap) < 0)
+    abort ();
+  va_end (ap);
+  *arr = realloc (*arr, (*n + 1) * sizeof **arr);
+  if (*arr == NULL)
+    abort ();
+  (*arr)[(*n)++] = s;
+}
+
+static void
+free_strs (char **arr, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    free (arr[i]);
+  free (arr);
+}
+
+/* The restored worker's loopback is down (its netns is new and empty: CRIU's own netns restore
+ * costs 24 ms of `ip` execs). We are root of the initial user namespace: step in, bring lo up,
+ * step out. */
+static int
+loopback_up_in (snap_t *s, pid_t pid)
+{
+  char path[64];
+  _cleanup_close_ int ns = -1;
+  struct ifreq ifr;
+  int sk, r = -1;
+
+  snprintf (path, sizeof path, "/proc/%d/ns/net", (int) pid);
+  ns = open (path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || setns (ns, CLONE_NEWNET) < 0)
+    return -errno;
+  sk = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sk >= 0)
+    {
+      memset (&ifr, 0, sizeof ifr);
+      snprintf (ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+      if (ioctl (sk, SIOCGIFFLAGS, &ifr) == 0)
+        {
+          ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+          r = ioctl (sk, SIOCSIFFLAGS, &ifr);
+        }
+      close (sk);
+    }
+  if (setns (s->own_netns, CLONE_NEWNET) < 0)
+    {
+      /* we cannot stay in a replica's network namespace */
+      flint_err ("cannot return to our network namespace: %s", strerror (errno));
+      abort ();
+    }
+  return r < 0 ? -errno : 0;
+}
+
+/* ---- dump -------------------------------------------------------------------------------- */
+
+static void
+reply_dumped (snap_t *s, const char *id, bool ok, const char *error, uint64_t size, double ms,
+              const flint_image_file_t *files, size_t n, const char *const *mk, const char *const *mv, size_t nm)
+{
+  Flint__Node__V1__Dumped d = FLINT__NODE__V1__DUMPED__INIT;
+  node_frame_t f = FLINT__NODE__V1__NODE_FRAME__INIT;
+  Flint__Node__V1__ImageFile *fm = calloc (n + 1, sizeof *fm);
+  Flint__Node__V1__ImageFile **fp = calloc (n + 1, sizeof *fp);
+  Flint__Node__V1__Dumped__MetaEntry *me = calloc (nm + 1, sizeof *me);
+  Flint__Node__V1__Dumped__MetaEntry **mp = calloc (nm + 1, sizeof *mp);
+
+  if (!fm || !fp || !me || !mp)
+    abort ();
+  d.replica_id = (char *) id;
+  d.ok = ok;
+  d.error = (char *) (error ? error : "");
+  d.size_bytes = size;
+  d.dump_ms = ms;
+  for (size_t i = 0; i < n; i++)
+    {
+      flint__node__v1__image_file__init (&fm[i]);
+      fm[i].path = (char *) files[i].path;
+      fm[i].size = files[i].size;
+      fm[i].sha256 = (char *) files[i].sha256;
+      fp[i] = &fm[i];
+    }
+  d.n_files = n;
+  d.files = fp;
+  for (size_t i = 0; i < nm; i++)
+    {
+      flint__node__v1__dumped__meta_entry__init (&me[i]);
+      me[i].key = (char *) mk[i];
+      me[i].value = (char *) mv[i];
+      mp[i] = &me[i];
+    }
+  d.n_meta = nm;
+  d.meta = mp;
+  f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_DUMPED;
+  f.dumped = &d;
+  flint_supervisor_send (&s->sv, &f, NULL, 0);
+  free (fm), free (fp), free (me), free (mp);
+}
+
+static void
+handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
+{
+  flint_error_t err = FLINT_ERROR_INIT;
+  flint_sandbox_spec_t spec;
+  flint_mount_t table[MAX_MOUNTS];
+  size_t nm;
+  _cleanup_free_ char **argv = NULL;
+  _cleanup_free_ char **env = NULL;
+  _cleanup_close_ int imgfd = -1;
+  unsigned long sk_ino, out_ino, err_ino;
+  flint_criu_t c = { -1, -1 };
+  CriuReq rq = CRIU_REQ__INIT;
+  CriuOpts o = CRIU_OPTS__INIT;
+  CriuResp *resp = NULL;
+  char **ext = NULL;
+  size_t next = 0;
+  flint_image_file_t *files = NULL;
+  uint64_t total = 0;
+  uint64_t t0 = flint_now_ns ();
+  char msg[1500], logp[PATH_MAX], errs[1000];
+  int n;
+
+  if (req->sandbox == NULL || req->n_argv == 0 || req->pid <= 0)
+    {
+      reply_dumped (s, req->replica_id, false, "malformed dump request", 0, 0, NULL, 0, NULL, NULL, 0);
+      return;
+    }
+  argv = calloc (req->n_argv + 1, sizeof *argv);
+  env = calloc (req->sandbox->n_env + 1, sizeof *env);
+  flint_sandbox_spec_from_proto (req->sandbox, req->replica_id, req->argv, req->n_argv, argv, env, &spec);
+  if (spec.network)
+    {
+      reply_dumped (s, req->replica_id, false,
+                    "endpoints with `network: true` are not snapshotted (their slirp4netns link cannot be checkpointed)",
+                    0, 0, NULL, 0, NULL, NULL, 0);
+      return;
+    }
+  sk_ino = fd_inode (req->pid, 3, "socket");
+  out_ino = fd_inode (req->pid, 1, "pipe");
+  err_ino = fd_inode (req->pid, 2, "pipe");
+  if (sk_ino == 0 || out_ino == 0 || err_ino == 0)
+    {
+      reply_dumped (s, req->replica_id, false, "the worker's fds 1, 2 and 3 are not its log pipes and channel", 0, 0,
+                    NULL, 0, NULL, NULL, 0);
+      return;
+    }
+  flint_rm_rf (req->image_dir);
+  if (flint_mkdir_p (req->image_dir, 0700) < 0 || (imgfd = open (req->image_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+    {
+      snprintf (msg, sizeof msg, "create the image directory `%s`: %s", req->image_dir, strerror (errno));
+      reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
+      return;
+    }
+
+  nm = flint_sandbox_mount_table (s->sv.node, &spec, table, MAX_MOUNTS);
+  for (size_t i = 0; i < nm; i++)
+    if (table[i].kind != FLINT_MNT_PROC)
+      add_str (&ext, &next, "mnt[%s]:%s", table[i].inside, table[i].key);
+  add_str (&ext, &next, "unix[%lu]", sk_ino);
+
+  rq.type = CRIU_REQ_TYPE__DUMP;
+  rq.opts = &o;
+  o.images_dir_fd = imgfd;
+  o.has_pid = 1;
+  o.pid = req->pid;
+  o.log_file = (char *) "dump.log";
+  o.has_log_level = 1;
+  o.log_level = 2;
+  o.has_leave_running = 1;
+  o.leave_running = req->leave_running;
+  o.has_network_lock = 1;
+  o.network_lock = CRIU_NETWORK_LOCK_METHOD__SKIP;
+  o.n_external = next;
+  o.external = ext;
+
+  if (flint_criu_spawn (s->opts.criu, &imgfd, 1, NULL, NULL, &c, &err) < 0 || flint_criu_call (&c, &rq, &resp, &err) < 0)
+    {
+      flint_criu_close (&c, true);
+      snprintf (msg, sizeof msg, "criu dump: %s", err.msg);
+      reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
+      free_strs (ext, next);
+      return;
+    }
+  flint_criu_close (&c, true);
+  free_strs (ext, next);
+  if (!resp->success)
+    {
+      snprintf (logp, sizeof logp, "%s/dump.log", req->image_dir);
+      log_errors (logp, errs, sizeof errs);
+      snprintf (msg, sizeof msg, "criu dump failed (errno %d): %s", resp->has_cr_errno ? resp->cr_errno : 0,
+                errs[0] ? errs : (resp->cr_errmsg ? resp->cr_errmsg : "see dump.log"));
+      criu_resp__free_unpacked (resp, NULL);
+      reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
+      return;
+    }
+  criu_resp__free_unpacked (resp, NULL);
+
+  {
+    char ks[32], os[32], es[32], worker_sha[FLINT_SHA256_HEX_LEN];
+    const char *mk[] = { "criu", "kernel", "socket", "stdout", "stderr", "idmap", "worker" };
+    const char *mv[7];
+    snprintf (ks, sizeof ks, "%lu", sk_ino);
+    snprintf (os, sizeof os, "%lu", out_ino);
+    snprintf (es, sizeof es, "%lu", err_ino);
+    if (flint_sha256_file (argv[0], worker_sha, NULL) < 0)
+      snprintf (worker_sha, sizeof worker_sha, "unknown");
+    mv[0] = s->criu_version, mv[1] = s->kernel, mv[2] = ks, mv[3] = os, mv[4] = es;
+    mv[5] = flint_sandbox_idmap (s->sv.node), mv[6] = worker_sha;
+    if (flint_image_meta_write (req->image_dir, mk, mv, 7, &err) < 0
+        || (n = flint_image_list (req->image_dir, &files, &total, &err)) < 0)
+      {
+        reply_dumped (s, req->replica_id, false, err.msg, 0, 0, NULL, 0, NULL, NULL, 0);
+        return;
+      }
+    reply_dumped (s, req->replica_id, true, NULL, total, (double) (flint_now_ns () - t0) / 1e6, files, (size_t) n,
+                  mk, mv, 7);
+    free (files);
+  }
+}
+
+/* ---- restore ----------------------------------------------------------------------------- */
+
+static void
+reply_restored (snap_t *s, const char *id, bool ok, const char *error, pid_t pid, const double *ph,
+                const char *const *names, size_t nph, const int *fds, size_t nfds)
+{
+  Flint__Node__V1__Restored r = FLINT__NODE__V1__RESTORED__INIT;
+  node_frame_t f = FLINT__NODE__V1__NODE_FRAME__INIT;
+  Flint__Node__V1__Restored__PhasesMsEntry e[8], *ep[8];
+
+  r.replica_id = (char *) id;
+  r.ok = ok;
+  r.error = (char *) (error ? error : "");
+  r.pid = pid;
+  for (size_t i = 0; i < nph && i < 8; i++)
+    {
+      flint__node__v1__restored__phases_ms_entry__init (&e[i]);
+      e[i].key = (char *) names[i];
+      e[i].value = ph[i];
+      ep[i] = &e[i];
+    }
+  r.n_phases_ms = nph;
+  r.phases_ms = ep;
+  f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_RESTORED;
+  f.restored = &r;
+  flint_supervisor_send (&s->sv, &f, fds, nfds);
+}
+
+static slot_t *
+take_slot (snap_t *s, double *prep_ms, flint_error_t *err)
+{
+  uint64_t t0;
+  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
+    if (s->slots[i].ready)
+      {
+        *prep_ms = 0;
+        return &s->slots[i];
+      }
+  /* the pool ran dry (a burst): prepare one now, on the request's time */
+  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
+    if (!s->slots[i].ready)
+      {
+        t0 = flint_now_ns ();
+        if (slot_prepare (s, &s->slots[i], err) < 0)
+          return NULL;
+        *prep_ms = (double) (flint_now_ns () - t0) / 1e6;
+        return &s->slots[i];
+      }
+  flint_error_set (err, FLINT_EINTERNAL, "no restore slot");
+  return NULL;
+}
+
+static void
+handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
+{
+  static const char *const names[] = { "slot", "verify", "criu", "total" };
+  double ph[4] = { 0 };
+  uint64_t t0 = flint_now_ns (), t;
+  flint_error_t err = FLINT_ERROR_INIT;
+  flint_sandbox_spec_t spec;
+  flint_mount_t table[MAX_MOUNTS];
+  size_t nm;
+  _cleanup_free_ char **argv = NULL;
+  _cleanup_free_ char **env = NULL;
+  _cleanup_free_ flint_image_file_t *files = NULL;
+  char sk[32], out[32], er[32], skel[PATH_MAX], msg[1500], opts[64], logp[PATH_MAX + 32], errs[1000];
+  slot_t *sl;
+  CriuReq rq = CRIU_REQ__INIT;
+  CriuOpts o = CRIU_OPTS__INIT;
+  InheritFd inh[3], *inhp[3];
+  CriuResp *resp = NULL;
+  char **ext = NULL;
+  size_t next = 0;
+  pid_t pid;
+  int fds[3];
+
+  if (req->sandbox == NULL || req->n_argv == 0 || flint_supervisor_find (&s->sv, req->replica_id))
+    {
+      reply_restored (s, req->replica_id, false, "malformed or duplicate restore request", 0, NULL, NULL, 0, NULL, 0);
+      return;
+    }
+  argv = calloc (req->n_argv + 1, sizeof *argv);
+  env = calloc (req->sandbox->n_env + 1, sizeof *env);
+  files = calloc (req->n_files + 1, sizeof *files);
+  flint_sandbox_spec_from_proto (req->sandbox, req->replica_id, req->argv, req->n_argv, argv, env, &spec);
+  for (size_t i = 0; i < req->n_files; i++)
+    {
+      snprintf (files[i].path, sizeof files[i].path, "%s", req->files[i]->path);
+      files[i].size = req->files[i]->size;
+      snprintf (files[i].sha256, sizeof files[i].sha256, "%s", req->files[i]->sha256);
+    }
+
+  /* integrity first: a changed or corrupted image is never restored */
+  t = flint_now_ns ();
+  if (flint_image_verify_cached (req->image_dir, files, req->n_files, &err) < 0
+      || flint_image_meta_get (req->image_dir, "socket", sk, sizeof sk, &err) < 0
+      || flint_image_meta_get (req->image_dir, "stdout", out, sizeof out, &err) < 0
+      || flint_image_meta_get (req->image_dir, "stderr", er, sizeof er, &err) < 0)
+    {
+      snprintf (msg, sizeof msg, "image rejected: %s", err.msg);
+      reply_restored (s, req->replica_id, false, msg, 0, NULL, NULL, 0, NULL, 0);
+      return;
+    }
+  ph[1] = (double) (flint_now_ns () - t) / 1e6;
+  if (flint_sandbox_skeleton (s->sv.node, spec.network, spec.gpu, skel, sizeof skel, &err) < 0)
+    {
+      reply_restored (s, req->replica_id, false, err.msg, 0, NULL, NULL, 0, NULL, 0);
+      return;
+    }
+  sl = take_slot (s, &ph[0], &err);
+  if (sl == NULL)
+    {
+      snprintf (msg, sizeof msg, "restore slot: %s", err.msg);
+      reply_restored (s, req->replica_id, false, msg, 0, NULL, NULL, 0, NULL, 0);
+      return;
+    }
+  if (flint_sandbox_set_limits (sl->sb, &spec, &err) < 0)
+    {
+      slot_release (sl, true);
+      flint_sandbox_finish (sl->sb, 0, NULL);
+      reply_restored (s, req->replica_id, false, err.msg, 0, NULL, NULL, 0, NULL, 0);
+      return;
+    }
+  if (spec.tmp_bytes && spec.tmp_bytes != sl->tmp_size)
+    {
+      snprintf (opts, sizeof opts, "size=%llu", (unsigned long long) spec.tmp_bytes);
+      mount (NULL, sl->tmp, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts);
+    }
+
+  nm = flint_sandbox_mount_table (s->sv.node, &spec, table, MAX_MOUNTS);
+  for (size_t i = 0; i < nm; i++)
+    {
+      if (table[i].kind == FLINT_MNT_BIND_RO || table[i].kind == FLINT_MNT_BIND_DEV)
+        add_str (&ext, &next, "mnt[%s]:%s", table[i].key, table[i].host);
+      else if (table[i].kind == FLINT_MNT_TMPFS)
+        add_str (&ext, &next, "mnt[%s]:%s", table[i].key, sl->tmp);
+    }
+  for (int i = 0; i < 3; i++)
+    {
+      inherit_fd__init (&inh[i]);
+      inhp[i] = &inh[i];
+    }
+  inh[0].fd = sl->chan[1];
+  if (asprintf (&inh[0].key, "socket:[%s]", sk) < 0 || asprintf (&inh[1].key, "pipe:[%s]", out) < 0
+      || asprintf (&inh[2].key, "pipe:[%s]", er) < 0)
+    abort ();
+  inh[1].fd = sl->out[1];
+  inh[2].fd = sl->err[1];
+
+  rq.type = CRIU_REQ_TYPE__RESTORE;
+  rq.opts = &o;
+  o.images_dir_fd = -1;
+  o.images_dir = req->image_dir;
+  o.has_work_dir_fd = 1;
+  o.work_dir_fd = sl->work_fd;
+  o.log_file = (char *) "restore.log";
+  o.has_log_level = 1;
+  o.log_level = 1;
+  o.has_rst_sibling = 1;
+  o.rst_sibling = 1;
+  o.root = skel;
+  o.has_network_lock = 1;
+  o.network_lock = CRIU_NETWORK_LOCK_METHOD__SKIP;
+  o.has_manage_cgroups_mode = 1;
+  o.manage_cgroups_mode = CRIU_CG_MODE__IGNORE;
+  o.has_empty_ns = 1;
+  o.empty_ns = CLONE_NEWNET;
+  o.n_inherit_fd = 3;
+  o.inherit_fd = inhp;
+  o.n_external = next;
+  o.external = ext;
+
+  t = flint_now_ns ();
+  if (flint_criu_call (&sl->criu, &rq, &resp, &err) < 0 || !resp->success || !resp->restore || resp->restore->pid <= 0)
+    {
+      snprintf (logp, sizeof logp, "%s/work/restore.log", sl->dir);
+      log_errors (logp, errs, sizeof errs);
+      if (resp)
+        snprintf (msg, sizeof msg, "criu restore failed: %s", errs[0] ? errs : (resp->cr_errmsg ? resp->cr_errmsg : "see restore.log"));
+      else
+        snprintf (msg, sizeof msg, "criu restore: %s", err.msg);
+      if (resp)
+        criu_resp__free_unpacked (resp, NULL);
+      slot_release (sl, true);
+      flint_sandbox_kill (sl->sb);
+      flint_sandbox_finish (sl->sb, 0, NULL);
+      sl->sb = NULL;
+      free_strs (ext, next);
+      for (int i = 0; i < 3; i++)
+        free (inh[i].key);
+      reply_restored (s, req->replica_id, false, msg, 0, NULL, NULL, 0, NULL, 0);
+      refill (s);
+      return;
+    }
+  ph[2] = (double) (flint_now_ns () - t) / 1e6;
+  pid = resp->restore->pid;
+  criu_resp__free_unpacked (resp, NULL);
+  free_strs (ext, next);
+  for (int i = 0; i < 3; i++)
+    free (inh[i].key);
+
+  if (loopback_up_in (s, pid) < 0)
+    flint_warn ("replica %s: loopback stays down: %s", req->replica_id, strerror (errno));
+  flint_sandbox_set_id (sl->sb, req->replica_id);
+  flint_sandbox_adopt (sl->sb, pid);
+  flint_supervisor_adopt (&s->sv, sl->sb);
+  if (req->frozen && flint_sandbox_freeze (sl->sb, true) < 0)
+    flint_warn ("replica %s: cannot park it frozen", req->replica_id);
+  sl->sb = NULL;
+  ph[3] = (double) (flint_now_ns () - t0) / 1e6;
+  fds[0] = sl->chan[0];
+  fds[1] = sl->out[0];
+  fds[2] = sl->err[0];
+  reply_restored (s, req->replica_id, true, NULL, pid, ph, names, 4, fds, 3);
+  /* the slot's ends are the replica's now (or flintd's): close ours, let criu exit */
+  slot_release (sl, false);
+  refill (s);
+}
+
+static void
+handle (flint_supervisor_t *sv, node_frame_t *f, int *fds, size_t nfds, void *data)
+{
+  snap_t *s = data;
+  (void) sv;
+  for (size_t i = 0; i < nfds; i++)
+    close (fds[i]);
+  if (f->msg_case == FLINT__NODE__V1__NODE_FRAME__MSG_DUMP)
+    handle_dump (s, f->dump);
+  else if (f->msg_case == FLINT__NODE__V1__NODE_FRAME__MSG_RESTORE)
+    handle_restore (s, f->restore);
+}
+
+static int
+version_ok (const char *v)
+{
+  int maj = 0, min = 0;
+  sscanf (v, "%d.%d", &maj, &min);
+  return maj > 4 || (maj == 4 && min >= 1);
+}
+
+int
+flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
+{
+  static snap_t s;
+  flint_error_t err = FLINT_ERROR_INIT;
+  flint_sandbox_options_t so = { .isolate = true, .userns = opts->userns, .uid_base = 100000, .uid = 65534,
+                                 .gid = 65534 };
+  char sbdir[PATH_MAX], status[512];
+  struct utsname un;
+  int sfd, r;
+
+  memset (&s, 0, sizeof s);
+  s.opts = *opts;
+  s.sv.sock = sock;
+  s.sv.handle = handle;
+  s.sv.data = &s;
+  signal (SIGPIPE, SIG_IGN);
+  sfd = flint_supervisor_sigchld_fd ();
+  s.own_netns = open ("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (sfd < 0 || s.own_netns < 0)
+    {
+      flint_err ("setup: %s", strerror (errno));
+      return 1;
+    }
+  uname (&un);
+  snprintf (s.kernel, sizeof s.kernel, "%s", un.release);
+  if (flint_criu_version (opts->criu, s.criu_version, sizeof s.criu_version, &err) < 0 || !version_ok (s.criu_version))
+    {
+      snprintf (status, sizeof status,
+                "CRIU >= 4.1 is needed for snapshots (%s%s): run scripts/build-criu; endpoints start cold",
+                err.msg[0] ? err.msg : "found version ", err.msg[0] ? "" : s.criu_version);
+      flint_supervisor_status (&s.sv, false, status);
+      return 1;
+    }
+  snprintf (sbdir, sizeof sbdir, "%s/sandbox", opts->run_dir);
+  so.run_dir = sbdir;
+  so.cgroup_parent = opts->cgroup_parent;
+  r = flint_sandbox_node_new (&so, &s.sv.node, &err);
+  if (r < 0)
+    {
+      flint_supervisor_status (&s.sv, false, err.msg);
+      return 1;
+    }
+  flint_sandbox_node_cleanup_stale (s.sv.node);
+  {
+    char dir[PATH_MAX];
+    snprintf (dir, sizeof dir, "%s/snapshotter", opts->run_dir);
+    flint_rm_rf (dir); /* slots of an earlier run */
+    flint_mkdir_p (dir, 0700);
+  }
+  refill (&s);
+  snprintf (status, sizeof status, "CRIU %s (%s), %u restore slots, kernel %s", s.criu_version, opts->criu,
+            opts->slots, s.kernel);
+  flint_supervisor_status (&s.sv, true, status);
+  r = flint_supervisor_run (&s.sv, sfd);
+  for (unsigned i = 0; i < MAX_SLOTS; i++)
+    if (s.slots[i].ready)
+      {
+        slot_release (&s.slots[i], true);
+        if (s.slots[i].sb)
+          flint_sandbox_finish (s.slots[i].sb, 0, NULL);
+      }
+  flint_sandbox_node_free (s.sv.node);
+  flint_map_free (&s.sv.by_id);
+  flint_map_free (&s.sv.by_pid);
+  return r;
+}

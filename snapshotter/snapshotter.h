@@ -1,0 +1,19 @@
+/* The snapshotter service loop (see snapshotter.c). */
+#ifndef FLINT_SNAPSHOTTER_H
+#define FLINT_SNAPSHOTTER_H
+
+#include <stdbool.h>
+
+typedef struct flint_snapshotter_options_s {
+  const char *run_dir;        /* flintd's RUN directory (tmpfs): slots, sandbox skeletons */
+  const char *cgroup_parent;  /* parent cgroup of restored replicas */
+  const char *criu;           /* path of the criu binary */
+  unsigned slots;             /* restore slots kept ready */
+  bool userns;
+} flint_snapshotter_options_t;
+
+/* Serves node.proto Dump/Restore/Freeze/Kill frames on `sock` until it closes; then kills every
+ * replica it restored. Returns the process exit status. Single-threaded. */
+int flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts);
+
+#endif
