@@ -23,7 +23,7 @@ flint__autoscale_now (flint_endpoint_t *ep)
   while (live < ep->scale.min_replicas && live < ep->scale.max_replicas)
     {
       flint_error_t err = FLINT_ERROR_INIT;
-      if (flint__replica_start (ep, ep->current, &err) == NULL)
+      if (flint__replica_scale_up (ep, &err) == NULL)
         {
           snprintf (ep->last_error, sizeof ep->last_error, "%s", err.msg);
           break;

@@ -212,7 +212,7 @@ flint__dispatch_scale_for_queue (flint_endpoint_t *ep)
   while (ep->replicas_starting < want && live < ep->scale.max_replicas)
     {
       flint_error_t err = FLINT_ERROR_INIT;
-      if (flint__replica_start (ep, ep->current, &err) == NULL)
+      if (flint__replica_scale_up (ep, &err) == NULL)
         {
           char msg[800];
           snprintf (msg, sizeof msg, "endpoint `%s`: cannot start a replica: %s", ep->name, err.msg);

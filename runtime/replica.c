@@ -35,6 +35,7 @@ flint__replica_state_name (flint_replica_state_t s)
   switch (s)
     {
     case FLINT_REPLICA_STARTING: return "starting";
+    case FLINT_REPLICA_PARKED: return "parked";
     case FLINT_REPLICA_READY: return "ready";
     case FLINT_REPLICA_DRAINING: return "draining";
     case FLINT_REPLICA_STOPPING: return "stopping";
@@ -543,6 +544,19 @@ fail:
     }
   free (r);
   return NULL;
+}
+
+/* The tiers (parked, image) come with the snapshot code; until a snapshot exists every
+ * replica starts cold. */
+flint_replica_t *
+flint__replica_scale_up (flint_endpoint_t *ep, flint_error_t *err)
+{
+  if (ep->current == NULL)
+    {
+      flint_error_set (err, FLINT_EPRECONDITION, "endpoint `%s` has no ready version", ep->name);
+      return NULL;
+    }
+  return flint__replica_start (ep, ep->current, err);
 }
 
 static void
