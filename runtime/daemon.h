@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "manifest.h"
 #include "registry.h"
+#include "flint/buf.h"
 #include "flint/error.h"
 #include "flint/list.h"
 #include "flint/map.h"
@@ -353,6 +354,12 @@ void flint__autoscaler_stop (flint_daemon_t *d);
 /* secrets.c: the environment entries (KEY=VALUE, heap strings) of the secrets the manifest
  * lists; appended to *env (grown) and *n. */
 int flint__secrets_env (flint_daemon_t *d, const flint_manifest_t *m, char ***env, size_t *n, flint_error_t *err);
+
+/* engine_stats.c: model-engine statistics of llm replicas (from their Pong frames). */
+struct Flint__Worker__V1__Pong;
+void flint__engine_stats_update (flint_replica_t *r, const struct Flint__Worker__V1__Pong *pong);
+/* Appends the endpoint's engine metrics (Prometheus text) to `out`; nothing for other kinds. */
+void flint__engine_metrics_render (flint_endpoint_t *ep, flint_buf_t *out);
 
 /* api_view.c hooks filled by the snapshot and engine code */
 struct Flint__V1__Endpoint;

@@ -333,6 +333,10 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
           }
         break;
       }
+    case FLINT__WORKER__V1__FRAME__MSG_PONG:
+      flint__engine_stats_update (r, f->pong);
+      flint__snapshot_on_pong (r, f->pong->seq);
+      break;
     default:
       break;
     }
