@@ -237,6 +237,8 @@ flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_
   }
   if (flint__helper_start_wait (&d->spawner, 10000, err) < 0)
     return -1;
+  /* snapshots are optional: without them (or CRIU) every endpoint starts cold */
+  flint__snapshots_start (d);
 
   if (flint_grpc_server_new (d->loop, &gopts, &d->grpc, err) < 0)
     return -1;
@@ -296,6 +298,7 @@ shutdown_all (flint_daemon_t *d)
         flint__request_complete (flint_list_entry (ep->queue.next, flint_request_t, link), FLINT_EUNAVAILABLE,
                                  "flintd is shutting down", NULL, 0);
     }
+  flint__snapshots_stop (d);
   flint__helper_stop (&d->spawner);
   flint__replicas_helper_lost (&d->spawner);
   flint_grpc_server_free (d->grpc);
