@@ -308,8 +308,19 @@ shutdown_all (flint_daemon_t *d)
   if (d->sig_int)
     uv_close ((uv_handle_t *) d->sig_int, free_handle_cb);
   d->sig_term = d->sig_int = NULL;
+  /* The helpers exit on their own once their sockets close, after killing their sandboxes and
+   * removing their cgroups; a signal now would cut that short and leave cgroups behind.
+   * flint_daemon_run waits for them (and kills what does not go). */
+}
+
+/* Helpers still running after the grace period are killed. */
+static void
+kill_helpers (flint_daemon_t *d)
+{
   if (d->spawner.proc)
-    uv_process_kill (d->spawner.proc, SIGTERM);
+    uv_process_kill (d->spawner.proc, SIGKILL);
+  if (d->snapshotter.proc)
+    uv_process_kill (d->snapshotter.proc, SIGKILL);
 }
 
 int
@@ -320,9 +331,17 @@ flint_daemon_run (flint_daemon_t *d)
   uv_run (d->loop, UV_RUN_DEFAULT);
   shutdown_all (d);
   /* let handles close and the helpers exit (their exit callbacks free the process handles) */
-  until = flint_now_ns () + 3000000000ull;
+  until = flint_now_ns () + 5000000000ull;
   while (uv_run (d->loop, UV_RUN_NOWAIT) != 0 && flint_now_ns () < until)
     usleep (1000);
+  if (d->spawner.proc || d->snapshotter.proc)
+    {
+      flint_warn ("node helpers did not exit within 5 s of shutdown: killing them");
+      kill_helpers (d);
+      until = flint_now_ns () + 1000000000ull;
+      while (uv_run (d->loop, UV_RUN_NOWAIT) != 0 && flint_now_ns () < until)
+        usleep (1000);
+    }
   return 0;
 }
 

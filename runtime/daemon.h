@@ -169,6 +169,8 @@ struct flint_replica_s {
   uint64_t started_ns;
   uint64_t ready_ns;
   uint64_t last_active_ns;
+  uint64_t startup_limit_ms;      /* the startup timer's current limit (startup_timeout, or the
+                                     shorter one of a restore) */
   double phases_ms[8];            /* sandbox, init, ... (see replica.c) */
   uint64_t completed;
   flint_hist_t latency;           /* of requests this replica answered */

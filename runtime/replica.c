@@ -510,8 +510,12 @@ startup_timeout_cb (uv_timer_t *t)
 
   if (r->state != FLINT_REPLICA_STARTING)
     return;
-  snprintf (msg, sizeof msg, "did not become ready within startup_timeout (%.1f s)",
-            (double) r->ep->scale.startup_timeout_ms / 1000.0);
+  if (r->tier == FLINT_TIER_COLD)
+    snprintf (msg, sizeof msg, "did not become ready within startup_timeout (%.1f s)",
+              (double) r->startup_limit_ms / 1000.0);
+  else
+    snprintf (msg, sizeof msg, "did not become ready within %.1f s of its %s", (double) r->startup_limit_ms / 1000.0,
+              r->tier == FLINT_TIER_PARKED ? "thaw" : "restore");
   flint__replica_fail_start (r, FLINT_EDEADLINE, msg, "startup timeout");
 }
 
@@ -571,6 +575,7 @@ free_env (char **env, size_t n)
 void
 flint__replica_arm_startup_timer (flint_replica_t *r, uint64_t ms)
 {
+  r->startup_limit_ms = ms;
   uv_timer_start (replica_timer (r), startup_timeout_cb, ms, 0);
 }
 

@@ -1176,12 +1176,30 @@ flint__replica_scale_up (flint_endpoint_t *ep, flint_error_t *err)
   return r;
 }
 
+/* Replicas of the current version that are ready or starting, `r` aside. */
+static uint32_t
+live_besides (const flint_endpoint_t *ep, const flint_replica_t *r)
+{
+  uint32_t n = 0;
+  for (const flint_list_t *p = ep->replicas.next; p != &ep->replicas; p = p->next)
+    {
+      const flint_replica_t *o = flint_list_entry (p, flint_replica_t, link);
+      if (o != r && o->version == ep->current
+          && (o->state == FLINT_REPLICA_READY || o->state == FLINT_REPLICA_STARTING))
+        n++;
+    }
+  return n;
+}
+
 void
 flint__snapshot_start_failed (flint_replica_t *r, const char *why)
 {
   flint_endpoint_t *ep = r->ep;
   flint_version_t *v = r->version;
-  bool demand = !r->parking && !ep->deleting && v == ep->current && !ep->d->shutting_down;
+  /* a replacement one tier down, when requests still wait for one (a parking replica was for
+   * the pool; a request may meanwhile have been served by another) */
+  bool demand = !r->parking && !ep->deleting && v == ep->current && !ep->d->shutting_down && ep->queue_len > 0
+                && live_besides (ep, r) < ep->scale.max_replicas;
   flint_tier_t next = r->tier == FLINT_TIER_PARKED ? FLINT_TIER_IMAGE : FLINT_TIER_COLD;
   char line[1200];
 
