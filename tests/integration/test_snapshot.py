@@ -297,6 +297,13 @@ class StateSurvives(SnapshotCase):
         self.assertEqual(self.tier_of("heldtcp", r.replica), "cold")
         self.assertFalse(os.path.exists(self.image_dir("heldtcp")))
 
+    @unittest.skipUnless(os.access("/usr/bin/slirp4netns", os.X_OK), "`network: true` needs slirp4netns")
+    def test_network_endpoints_are_not_snapshotted(self):
+        out = self.deploy("netted", "network: true\n")
+        self.assertIn("snapshot: none (endpoints with `network: true` are not snapshotted", out)
+        self.assertEqual(self.state("netted")["after"], 0)  # no checkpoint: no hooks ran
+        self.assertFalse(os.path.exists(self.image_dir("netted")))
+
     def test_after_restore_hook_failure_in_the_original_fails_the_deploy(self):
         d = make_bundle(self.tmp, "badhook", "name: {name}\nfunction: fn.so\nconfig:\n  fail_after_restore: nope\n",
                         {"fn.so": SNAPSTATE})
