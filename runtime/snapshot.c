@@ -1275,18 +1275,21 @@ flint__snapshot_proto (flint_endpoint_t *ep, flint_version_t *v)
   if (m == NULL)
     abort ();
   flint__v1__snapshot__init (m);
-  if (s && s->state == FLINT_SNAPSHOT_READY && available (ep->d))
-    tier = parked ? "parked" : s->restore_failures >= MAX_RESTORE_FAILURES ? "none" : "image";
-  else if (s && s->state == FLINT_SNAPSHOT_TAKING)
+  if (parked && available (ep->d))
+    tier = "parked"; /* restored from a verified image, whatever became of it since */
+  else if (s && s->state == FLINT_SNAPSHOT_READY && available (ep->d))
+    tier = s->restore_failures >= MAX_RESTORE_FAILURES ? "none" : "image";
+  /* why the image tier cannot serve (said even while parked replicas remain) */
+  if (s && s->state == FLINT_SNAPSHOT_TAKING)
     error = "being taken";
   else if (ep->d->snapshots_off[0])
     error = ep->d->snapshots_off;
-  else if (s && s->error[0])
-    error = s->error;
-  else if (s && s->state == FLINT_SNAPSHOT_READY)
-    error = "the snapshotter is restarting";
-  if (s && s->state == FLINT_SNAPSHOT_READY && s->restore_failures >= MAX_RESTORE_FAILURES)
+  else if (s && s->state == FLINT_SNAPSHOT_READY && s->restore_failures >= MAX_RESTORE_FAILURES)
     error = "the image tier is off after repeated restore failures (see `flint logs`)";
+  else if (s && s->state == FLINT_SNAPSHOT_READY && !available (ep->d))
+    error = "the snapshotter is restarting";
+  else if (s && s->state != FLINT_SNAPSHOT_READY && s->error[0])
+    error = s->error;
   m->tier = xstrdup (tier);
   m->error = xstrdup (error);
   if (s && s->state == FLINT_SNAPSHOT_READY)
