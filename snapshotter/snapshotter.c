@@ -868,7 +868,7 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   o.work_dir_fd = sl->work_fd;
   o.log_file = (char *) "restore.log";
   o.has_log_level = 1;
-  o.log_level = 2;
+  o.log_level = 1; /* errors only: what a failure message quotes; warnings cost time here */
   o.has_rst_sibling = 1;
   o.rst_sibling = 1;
   o.root = skel;

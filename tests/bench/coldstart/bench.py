@@ -198,14 +198,19 @@ def render(res, trials, load0, load1):
     # goals
     goals = []
     img = {k: r["image"]["phases"].get("image.total.p50") for k, r in res.items()}
+    criu = {k: r["image"]["phases"].get("image.restore.p50") for k, r in res.items()}
     worst = max(v for v in img.values() if v is not None)
-    goals.append("- image-tier restore ≤ 20 ms p50 (flintd, restore request to ready): %s — **%s**" % (
-        ", ".join("%s %.1f ms" % (k, v) for k, v in img.items()), "met" if worst <= 20 else "not met"))
+    goals.append("- image-tier restore ≤ 20 ms p50 (flintd, restore request to ready): %s — **%s** (CRIU's own "
+                 "restore call: %s)" % (
+                     ", ".join("%s %.1f ms" % (k, v) for k, v in img.items()), "met" if worst <= 20 else "not met",
+                     ", ".join("%.1f ms" % v for v in criu.values() if v is not None)))
     if "warm-1g" in res:
         r = res["warm-1g"]
         ratio = p(r["cold"]["lat"], 0.5) / p(r["image"]["lat"], 0.5)
-        goals.append("- `examples/warm` at 1 GiB, image tier ≥ 50x faster than cold (p50, end to end): %.0fx — **%s**"
-                     % (ratio, "met" if ratio >= 50 else "not met"))
+        pratio = p(r["cold"]["lat"], 0.5) / p(r["parked"]["lat"], 0.5)
+        goals.append("- `examples/warm` at 1 GiB, ≥ 50x faster than cold (p50, end to end): image tier %.0fx — **%s**; "
+                     "parked tier %.0fx — **%s**" % (ratio, "met" if ratio >= 50 else "not met", pratio,
+                                                     "met" if pratio >= 50 else "not met"))
     if "warm-1g" in res and "warm-16m" in res:
         a, b = p(res["warm-1g"]["image"]["lat"], 0.5), p(res["warm-16m"]["image"]["lat"], 0.5)
         goals.append("- image tier at 1 GiB within 1.5x of 16 MiB (p50, end to end): %.2f vs %.2f ms = %.2fx — **%s**"
