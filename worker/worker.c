@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -788,7 +789,20 @@ flint_worker_run (int chan)
           status = 70;
           goto out;
         }
-      ssize_t n = read (chan, space, room);
+      /* Never sleep in read(2): a unix stream socket has one wait queue for both directions, so
+       * a reader blocked in read is woken (for nothing) each time flintd consumes a frame we
+       * wrote. poll(2) waits for POLLIN only, which saves a context switch per request. */
+      ssize_t n = recv (chan, space, room, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        {
+          struct pollfd pfd = { .fd = chan, .events = POLLIN };
+          if (poll (&pfd, 1, -1) < 0 && errno != EINTR)
+            {
+              status = 70;
+              goto out;
+            }
+          continue;
+        }
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)
