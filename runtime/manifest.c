@@ -2,6 +2,7 @@
  * source marks), which is then walked field by field against the schema below. */
 #include "manifest.h"
 #include "flint/cleanup.h"
+#include "flint/map.h"
 #include "flint/util.h"
 
 #include <ctype.h>
@@ -189,6 +190,7 @@ get_string_list (mctx_t *mc, const yaml_node_t *n, const char *field, char ***ou
 static int
 get_map (mctx_t *mc, const yaml_node_t *n, const char *field, flint_kv_t **out, size_t *nout)
 {
+  flint_map_t seen = FLINT_MAP_INIT;
   size_t count;
 
   if (n->type == YAML_SCALAR_NODE && n->data.scalar.length == 0)
@@ -206,11 +208,19 @@ get_map (mctx_t *mc, const yaml_node_t *n, const char *field, flint_kv_t **out, 
       yaml_node_t *v = yaml_document_get_node (mc->doc, p->value);
       *nout = i + 1;
       if (get_string (mc, k, field, &(*out)[i].key) < 0 || get_string (mc, v, (*out)[i].key, &(*out)[i].value) < 0)
-        return -1;
-      for (size_t j = 0; j < i; j++)
-        if (strcmp ((*out)[j].key, (*out)[i].key) == 0)
+        {
+          flint_map_free (&seen);
+          return -1;
+        }
+      /* a hash set, not a pairwise scan: a 1 MiB manifest holds ~100k keys, and the daemon
+       * parses manifests on its loop */
+      if (flint_map_put (&seen, (*out)[i].key, (void *) 1) != NULL)
+        {
+          flint_map_free (&seen);
           return fail_at (mc, k, field, "`%s` is given twice", (*out)[i].key);
+        }
     }
+  flint_map_free (&seen);
   *nout = count;
   return 0;
 }
@@ -467,6 +477,7 @@ static int
 walk (mctx_t *mc, flint_manifest_t *m)
 {
   yaml_node_t *root = yaml_document_get_root_node (mc->doc);
+  const yaml_node_t *knob_nodes[FLINT_ARRAY_SIZE (top_fields)] = { NULL };
   bool have_max_conc = false, have_startup = false;
   const yaml_node_t *name_node = NULL, *root_node = root;
 
@@ -488,6 +499,9 @@ walk (mctx_t *mc, flint_manifest_t *m)
       for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++)
         if (strcmp (scalar (yaml_document_get_node (mc->doc, q->key)), key) == 0)
           return fail_at (mc, k, key, "given twice");
+      for (size_t i = 0; i < FLINT_ARRAY_SIZE (top_fields); i++)
+        if (strcmp (top_fields[i], key) == 0)
+          knob_nodes[i] = v;
 
       if (strcmp (key, "name") == 0)
         {
@@ -604,7 +618,21 @@ walk (mctx_t *mc, flint_manifest_t *m)
   if (m->kind == FLINT_KIND_LLM && m->resources.memory_bytes == (256u << 20))
     m->resources.memory_bytes = 4ull << 30;
   if (flint_scale_validate (&m->scale, mc->err) < 0)
-    return flint_error_prefix (mc->err, "%s", mc->path);
+    {
+      /* point at the knob the rule names first ("`min_replicas` (5) is larger than ...") */
+      char what[FLINT_ERROR_MSG_MAX], knob[64] = "";
+      const yaml_node_t *at = root_node;
+      const char *q = strchr (mc->err->msg, '`');
+      const char *e = q ? strchr (q + 1, '`') : NULL;
+
+      snprintf (what, sizeof what, "%s", mc->err->msg);
+      if (e && (size_t) (e - q - 1) < sizeof knob)
+        memcpy (knob, q + 1, (size_t) (e - q - 1));
+      for (size_t i = 0; i < FLINT_ARRAY_SIZE (top_fields); i++)
+        if (knob_nodes[i] && strcmp (top_fields[i], knob) == 0)
+          at = knob_nodes[i];
+      return fail_at (mc, at, knob[0] ? knob : NULL, "%s", what);
+    }
   return 0;
 }
 
