@@ -534,6 +534,13 @@ print_status (const Flint__V1__Endpoint *e)
       printf ("  %-36s v%-4llu %-9s %-6s in-flight %u, %llu requests, p50 %.2f ms, p99 %.2f ms, started in %.1f ms\n",
               r->id, (unsigned long long) r->version, r->state, r->tier, r->in_flight, (unsigned long long) r->requests,
               r->p50_ms, r->p99_ms, r->start_ms);
+      if (r->n_sandbox_ms)
+        {
+          printf ("  %-36s sandbox setup:", "");
+          for (size_t k = 0; k < r->n_sandbox_ms; k++)
+            printf (" %s %.2f ms%s", r->sandbox_ms[k]->key, r->sandbox_ms[k]->value, k + 1 < r->n_sandbox_ms ? "," : "");
+          printf ("\n");
+        }
     }
   if (e->n_versions)
     {

@@ -182,6 +182,10 @@ struct flint_replica_s {
   uint64_t canary_ns;             /* when the canary was sent */
   uint64_t canary_seq;
   double restore_ms;              /* CRIU's part, from the snapshotter */
+  /* the sandbox's setup phases of a cold start (Spawned.phases_ms), for `flint status` */
+  char sandbox_phase_names[8][12];
+  double sandbox_phases_ms[8];
+  uint32_t n_sandbox_phases;
 };
 
 struct flint_endpoint_s {

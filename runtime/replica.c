@@ -689,6 +689,12 @@ flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_
       for (size_t i = 0; i < f->spawned->n_phases_ms; i++)
         if (strcmp (f->spawned->phases_ms[i]->key, "total") == 0)
           r->phases_ms[PHASE_SANDBOX] = f->spawned->phases_ms[i]->value;
+      for (size_t i = 0; i < f->spawned->n_phases_ms && r->n_sandbox_phases < 8; i++, r->n_sandbox_phases++)
+        {
+          snprintf (r->sandbox_phase_names[r->n_sandbox_phases], sizeof r->sandbox_phase_names[0], "%s",
+                    f->spawned->phases_ms[i]->key);
+          r->sandbox_phases_ms[r->n_sandbox_phases] = f->spawned->phases_ms[i]->value;
+        }
       break;
     case FLINT__NODE__V1__NODE_FRAME__MSG_EXITED:
       r = flint_map_get (&h->d->replicas, f->exited->replica_id);

@@ -98,6 +98,35 @@ attack (const char *name, const char *arg)
                 "chroot pivot-root clone-newns load-module bpf perf-event keyctl userfaultfd io-uring "
                 "write-proc-sys write-sys reboot setuid-root mknod read-secrets raw-socket dev-mem "
                 "open-by-handle");
+  /* probes (not attacks): what the sandbox shows, for the tests to compare */
+  if (strcmp (name, "list-dev") == 0)
+    {
+      DIR *d = opendir ("/dev");
+      struct dirent *de;
+      if (d == NULL)
+        return say ("error: opendir /dev: %s", strerror (errno));
+      while ((de = readdir (d)) != NULL)
+        if (de->d_name[0] != '.')
+          say ("%s\n", de->d_name);
+      closedir (d);
+      return 0;
+    }
+  if (strcmp (name, "list-mounts") == 0)
+    {
+      /* mount points, as the sandbox's own /proc reports them */
+      FILE *f = fopen ("/proc/self/mountinfo", "re");
+      char line[1024];
+      if (f == NULL)
+        return say ("error: open mountinfo: %s", strerror (errno));
+      while (fgets (line, sizeof line, f))
+        {
+          char point[512];
+          if (sscanf (line, "%*s %*s %*s %*s %511s", point) == 1)
+            say ("%s\n", point);
+        }
+      fclose (f);
+      return 0;
+    }
   if (strcmp (name, "read-shadow") == 0)
     return read_file ("/etc/shadow");
   if (strcmp (name, "read-path") == 0)
