@@ -17,6 +17,7 @@
 #include <linux/reboot.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -126,6 +127,44 @@ attack (const char *name, const char *arg)
         }
       fclose (f);
       return 0;
+    }
+  if (strcmp (name, "connect-to") == 0)
+    {
+      /* arg "IP:PORT"; a 3 s budget, so an unanswered SYN does not hold the request */
+      struct sockaddr_in sa = { .sin_family = AF_INET };
+      char ip[64];
+      const char *colon = strrchr (arg, ':');
+      struct pollfd pfd;
+      int fd, r, e = 0;
+      socklen_t elen = sizeof e;
+      if (colon == NULL || (size_t) (colon - arg) >= sizeof ip)
+        return say ("error: expected IP:PORT");
+      memcpy (ip, arg, (size_t) (colon - arg));
+      ip[colon - arg] = '\0';
+      sa.sin_port = htons ((unsigned short) atoi (colon + 1));
+      if (inet_pton (AF_INET, ip, &sa.sin_addr) != 1)
+        return say ("error: bad address `%s`", ip);
+      fd = socket (AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (fd < 0)
+        return say ("failed: socket: %s", strerror (errno));
+      r = connect (fd, (struct sockaddr *) &sa, sizeof sa);
+      if (r < 0 && errno == EINPROGRESS)
+        {
+          pfd.fd = fd;
+          pfd.events = POLLOUT;
+          r = poll (&pfd, 1, 3000);
+          if (r == 0)
+            e = ETIMEDOUT;
+          else if (r < 0 || getsockopt (fd, SOL_SOCKET, SO_ERROR, &e, &elen) < 0)
+            e = errno;
+          r = e ? -1 : 0;
+          errno = e;
+        }
+      e = errno;
+      close (fd);
+      if (r == 0)
+        return say ("connected %s", arg);
+      return say ("failed: connect %s: %s", arg, strerror (e));
     }
   if (strcmp (name, "read-shadow") == 0)
     return read_file ("/etc/shadow");

@@ -370,5 +370,62 @@ class GpuDevices(FlintTestCase):
                              set(self.probe("gpu", "list-mounts")))
 
 
+def host_address():
+    """A non-loopback IPv4 address of this machine, or None."""
+    import socket
+    p = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    for line in p.stdout.splitlines():
+        addr = line.split()[3].split("/")[0]
+        try:
+            with socket.socket() as s:
+                s.bind((addr, 0))
+            return addr
+        except OSError:
+            continue
+    return None
+
+
+class Network(FlintTestCase):
+    """`network: true` gives outbound access through slirp4netns while the host's loopback (and
+    flintd's ports on it) stays out of reach; without it there is no route at all."""
+
+    snapshots = False
+
+    @classmethod
+    def setUpClass(cls):
+        import socket
+        super().setUpClass()
+        cls.addr = host_address()
+        cls.server = socket.socket()
+        cls.server.bind((cls.addr or "127.0.0.1", 0))
+        cls.server.listen(16)
+        cls.port = cls.server.getsockname()[1]
+        for name, net in (("offline", "false"), ("online", "true")):
+            d = make_bundle(cls.tmp, name, "name: {name}\nfunction: hostile.so\nnetwork: %s\n" % net,
+                            {"hostile.so": build_path("examples", "hostile", "hostile.so")})
+            cls.flintd.cli("deploy", d)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+        super().tearDownClass()
+
+    def connect(self, endpoint, target):
+        return self.flintd.invoke(endpoint, "connect-to " + target, timeout=30).payload.decode()
+
+    def test_outbound_only_with_network_true(self):
+        if self.addr is None:
+            self.skipTest("SKIP: this machine has no non-loopback IPv4 address to connect to")
+        target = "%s:%d" % (self.addr, self.port)
+        self.assertTrue(self.connect("online", target).startswith("connected"), target)
+        self.assertTrue(self.connect("offline", target).startswith("failed"), target)
+
+    def test_host_loopback_unreachable_even_with_network_true(self):
+        for ep in ("online", "offline"):
+            for target in ("127.0.0.1:%d" % self.flintd.port, "10.0.2.2:%d" % self.flintd.port):
+                with self.subTest(endpoint=ep, target=target):
+                    self.assertTrue(self.connect(ep, target).startswith("failed"))
+
+
 if __name__ == "__main__":
     flinttest.main()
