@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,7 +151,7 @@ get_cpu (mctx_t *mc, const yaml_node_t *n, const char *field, uint32_t *out)
     return -1;
   errno = 0;
   v = strtod (scalar (n), &end);
-  if (errno || end == scalar (n) || (*end && strcmp (end, "m") != 0) || v < 0)
+  if (errno || end == scalar (n) || (*end && strcmp (end, "m") != 0) || !(v >= 0) || isinf (v))
     return fail_at (mc, n, field, "expected a number of cores such as 0.5 or 2 (or millicores: 500m), got `%s`",
                     scalar (n));
   if (*end == 'm')
@@ -404,7 +405,7 @@ defaults (flint_manifest_t *m)
   m->kind = FLINT_KIND_NATIVE;
   m->snapshot = true;
   m->max_payload = 6u << 20;
-  m->resources.memory_bytes = 256u << 20;
+  m->resources.memory_bytes = 0; /* unset: the default depends on the kind (walk) */
   m->resources.cpu_millis = 1000;
   m->resources.pids = 128;
   m->resources.tmp_bytes = 64u << 20;
@@ -615,8 +616,8 @@ walk (mctx_t *mc, flint_manifest_t *m)
     m->scale.target_concurrency = m->scale.max_concurrency;
   if (!have_startup)
     m->scale.startup_timeout_ms = m->kind == FLINT_KIND_LLM ? 300000 : 60000;
-  if (m->kind == FLINT_KIND_LLM && m->resources.memory_bytes == (256u << 20))
-    m->resources.memory_bytes = 4ull << 30;
+  if (m->resources.memory_bytes == 0)
+    m->resources.memory_bytes = m->kind == FLINT_KIND_LLM ? 4ull << 30 : 256u << 20;
   if (flint_scale_validate (&m->scale, mc->err) < 0)
     {
       /* point at the knob the rule names first ("`min_replicas` (5) is larger than ...") */

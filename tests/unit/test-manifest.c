@@ -33,6 +33,13 @@ main (void)
       "sizes, millicores, llm defaults");
   flint_manifest_free (m);
 
+  ok (parse ("name: small\nkind: llm\nresources:\n  memory: 256Mi\n", &m, &err) == 0
+          && m->resources.memory_bytes == 256u << 20,
+      "an llm's explicit 256Mi is kept (only an absent memory gets the 4Gi llm default)");
+  flint_manifest_free (m);
+  ok (parse ("name: big\nkind: llm\n", &m, &err) == 0 && m->resources.memory_bytes == 4ull << 30, "llm default 4Gi");
+  flint_manifest_free (m);
+
   ok (parse ("name: x\nfunction: f.so\nresources:\n  memory: lots\n", &m, &err) < 0, "bad size rejected");
   contains (err.msg, "dir/flint.yaml:4:11: field `memory`", "names file, line, column and field: %s", err.msg);
   ok (err.code == FLINT_EINVAL, "INVALID_ARGUMENT");

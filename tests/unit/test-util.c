@@ -19,6 +19,9 @@ main (void)
   ok (flint_parse_size ("1G", &v) == 0 && v == 1000000000ull, "1G is decimal");
   ok (flint_parse_size ("1.5Gi", &v) == 0 && v == 3ull << 29, "fractions");
   ok (flint_parse_size ("12", &v) == 0 && v == 12, "bare bytes");
+  ok (flint_parse_size ("nan", &v) < 0 && flint_parse_size ("infMi", &v) < 0 && flint_parse_duration_ms ("nan", &v) < 0
+          && flint_parse_duration_ms ("inf", &v) < 0 && flint_parse_duration_ms ("NaNms", &v) < 0,
+      "NaN and infinity refused (found by fuzz-manifest: their conversion was undefined)");
   ok (flint_parse_size ("-1", &v) < 0 && flint_parse_size ("5 parsecs", &v) < 0 && flint_parse_size ("", &v) < 0,
       "bad sizes refused");
   ok (flint_parse_duration_ms ("250ms", &v) == 0 && v == 250, "250ms");
