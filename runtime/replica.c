@@ -314,7 +314,10 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
         if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_CHUNK)
           {
             req->chunks_sent = true;
-            req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
+            /* an answered request (client cancelled, deadline passed) keeps its slot until the
+             * worker's Result, but has no sink: its chunks are dropped */
+            if (req->sink && req->sink->chunk)
+              req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
           }
         else
           {

@@ -268,17 +268,23 @@ flint_user (flint_ctx_t *ctx)
   return ctx->user;
 }
 
+/* The request the calling thread is running (0 outside an invoke), for flint_log_line. */
+static __thread uint64_t current_request;
+
 void
 flint_log_line (flint_ctx_t *ctx, const char *fmt, ...)
 {
   char line[2048];
   va_list ap;
-  int n;
+  int n = 0, k;
 
   (void) ctx;
+  if (current_request)
+    n = snprintf (line, sizeof line, "[request %llu] ", (unsigned long long) current_request);
   va_start (ap, fmt);
-  n = vsnprintf (line, sizeof line - 1, fmt, ap);
+  k = vsnprintf (line + n, sizeof line - 1 - (size_t) n, fmt, ap);
   va_end (ap);
+  n = k < 0 ? -1 : n + k;
   if (n < 0)
     return;
   if ((size_t) n > sizeof line - 2)
@@ -351,7 +357,9 @@ run_invoke (flint_ctx_t *ctx, const Flint__Worker__V1__Invoke *inv)
     out.deadline_ns = flint_now_ns () + inv->deadline_ms * 1000000ull;
   if (ctx->nthreads > 0)
     inflight_set (ctx, &out, true);
+  current_request = inv->request_id;
   r = ctx->fn.invoke (ctx, &in, &out);
+  current_request = 0;
   if (ctx->nthreads > 0)
     inflight_set (ctx, &out, false);
 

@@ -100,11 +100,13 @@ class Basics(FlintTestCase):
 
     def test_09_logs(self):
         self.deploy_crashy("talker")
-        self.flintd.invoke("talker", "log:hello-logs")
-        out = self.flintd.wait_for(lambda: (lambda o: o if b"stderr says hello-logs" in o else None)(
+        rid = self.flintd.invoke("talker", "log:hello-logs").payload.split()[1]
+        out = self.flintd.wait_for(lambda: (lambda o: o if b"log line says hello-logs" in o else None)(
             self.flintd.cli("logs", "talker").stdout), what="log lines")
         self.assertIn(b"stdout: stdout says hello-logs", out)
         self.assertIn(b"stderr: stderr says hello-logs", out)
+        # flint_log_line tags the line with the request it was called for
+        self.assertIn(b"stderr: [request " + rid + b"] log line says hello-logs", out)
 
 
 if __name__ == "__main__":
