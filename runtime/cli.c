@@ -1,6 +1,6 @@
 /* The `flint` command line: deploy, invoke, ls, status, logs, scale, rm, secret.
  *
- * Exit codes (docs/CLI.md): 0 success; 1 the request failed (function or server error);
+ * Exit codes (docs/ERRORS.md): 0 success; 1 the request failed (function or server error);
  * 2 usage error; 3 not found; 4 invalid input (manifest, bundle, payload, knob);
  * 5 flintd unreachable or unavailable; 6 deadline exceeded; 7 resource exhausted. */
 #include "cli.h"
