@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -127,6 +128,15 @@ attack (const char *name, const char *arg)
         }
       fclose (f);
       return 0;
+    }
+  if (strcmp (name, "rlimits") == 0)
+    {
+      struct rlimit nofile, core;
+      if (getrlimit (RLIMIT_NOFILE, &nofile) < 0 || getrlimit (RLIMIT_CORE, &core) < 0)
+        return say ("error: getrlimit: %s", strerror (errno));
+      return say ("nofile %llu %llu core %llu %llu", (unsigned long long) nofile.rlim_cur,
+                  (unsigned long long) nofile.rlim_max, (unsigned long long) core.rlim_cur,
+                  (unsigned long long) core.rlim_max);
     }
   if (strcmp (name, "connect-to") == 0)
     {

@@ -159,6 +159,29 @@ class Escape(FlintTestCase):
         self.assertGreaterEqual(len(listed), 15)
         self.assertEqual(sorted(set(listed) - Escape.exercised), [], "attacks never asserted")
 
+    def test_limits_come_from_the_manifest(self):
+        d = make_bundle(self.tmp, "limited", "name: {name}\nfunction: hostile.so\n"
+                        "resources:\n  memory: 96Mi\n  cpu: 0.25\n  pids: 40\n  nofile: 200\n",
+                        {"hostile.so": build_path("examples", "hostile", "hostile.so")})
+        self.flintd.cli("deploy", d)
+        self.assertEqual(self.flintd.invoke("limited", "rlimits").payload.decode(), "nofile 200 200 core 0 0")
+        rid = self.flintd.status("limited")["replicas"][0]["id"]
+        tag = "flint-" + __import__("hashlib").sha256(self.flintd.state.encode()).hexdigest()[:12]
+
+        def read(*names):
+            for n in names:
+                for path in glob.glob("/sys/fs/cgroup/*/%s/%s/%s" % (tag, rid, n)) + \
+                        glob.glob("/sys/fs/cgroup/%s/%s/%s" % (tag, rid, n)):
+                    with open(path) as f:
+                        return f.read().split()
+            self.fail("no %s for replica %s" % (names, rid))
+
+        self.assertEqual(int(read("memory.limit_in_bytes", "memory.max")[0]), 96 << 20)
+        self.assertEqual(int(read("pids.max")[0]), 40)
+        cpu = read("cpu.cfs_quota_us", "cpu.max")
+        self.assertEqual(int(cpu[0]), 25000)  # 0.25 of a 100 ms period (v1 quota, or v2 "25000 100000")
+        self.flintd.cli("rm", "limited")
+
     def test_setup_cost_per_phase_is_exposed(self):
         st = self.flintd.status("echo")
         phases = st["replicas"][0]["sandbox_ms"]
