@@ -25,6 +25,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -595,6 +596,10 @@ idle_cb (uv_idle_t *h)
     srv->last_event_ns = now;
   else if (now - srv->last_event_ns > SPIN_NS)
     loop_poll_end (srv);
+  else
+    /* nothing this round: the workers flintd is waiting for may need this core (returns at once
+     * when nothing else is runnable here) */
+    sched_yield ();
 }
 
 static void
