@@ -22,9 +22,28 @@ def cgroup_dirs(tag_glob="flint-*"):
     return out
 
 
-def worker_processes():
+def worker_processes(tag=None, root=None):
+    """Worker processes; with `tag` and `root`, only those of one flintd (in its cgroups, or
+    descended from it): other flintd may run on a shared machine."""
     p = subprocess.run(["pgrep", "-f", "/.flint/worker"], capture_output=True, text=True)
-    return [int(x) for x in p.stdout.split()]
+    pids = [int(x) for x in p.stdout.split()]
+    if tag is None:
+        return pids
+
+    def ours(pid):
+        try:
+            with open("/proc/%d/cgroup" % pid) as f:
+                if tag in f.read():
+                    return True
+            while pid > 1:
+                if pid == root:
+                    return True
+                with open("/proc/%d/stat" % pid) as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+        return False
+    return [pid for pid in pids if ours(pid)]
 
 
 class Escape(FlintTestCase):
@@ -226,12 +245,15 @@ class Leftovers(FlintTestCase):
                     del os.environ["FLINT_FAULT"]
                 try:
                     tag = "flint-" + __import__("hashlib").sha256(g.state.encode()).hexdigest()[:12]
-                    before = set(worker_processes())
                     p = g.cli("deploy", build_path("examples", "echo"), check=False)
                     self.assertNotEqual(p.returncode, 0)
                     self.assertIn(b"failed to start", p.stderr)
                     g.wait_for(lambda: len(cgroup_dirs(tag)) == 0, what="no cgroup left")
-                    self.assertEqual(set(worker_processes()) - before, set())
+                    self.assertEqual(worker_processes(tag, g.proc.pid), [])
+                    # the half-built sandbox's process (it never became a worker) is gone too:
+                    # the spawner has no child left
+                    spawner = spawner_of(g.proc.pid)
+                    g.wait_for(lambda: children_of(spawner) == [], what="the spawner's children reaped")
                     self.assertEqual(self.mounts_under(g.run + "/sandbox"), [])
                 finally:
                     g.cleanup()
@@ -262,6 +284,15 @@ def children_of(pid):
     return kids
 
 
+def spawner_of(flintd_pid):
+    def comm(pid):
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    kids = [k for k in children_of(flintd_pid) if comm(k) == "flint-spawner"]
+    assert len(kids) == 1, kids
+    return kids[0]
+
+
 O_CLOEXEC = 0o2000000
 
 
@@ -289,12 +320,7 @@ class Descriptors(FlintTestCase):
         os.close(cls.stray_r)
 
     def spawner_pid(self):
-        def comm(pid):
-            with open("/proc/%d/comm" % pid) as f:
-                return f.read().strip()
-        kids = [k for k in children_of(self.flintd.proc.pid) if comm(k) == "flint-spawner"]
-        self.assertEqual(len(kids), 1, kids)
-        return kids[0]
+        return spawner_of(self.flintd.proc.pid)
 
     def worker_pid(self, name):
         return self.flintd.status(name)["replicas"][0]["pid"]
