@@ -121,7 +121,9 @@ flint_engine_open (const flint_engine_options_t *o, flint_engine_t **out, flint_
   e->prefill_chunk = o->prefill_chunk ? o->prefill_chunk : 256;
   if (e->max_seqs > 1024)
     {
-      flint_error_set (err, FLINT_EPRECONDITION, "max_seqs %u is more than 1024", e->max_seqs);
+      flint_error_set (err, FLINT_EPRECONDITION,
+                       "%u concurrent requests (max_concurrency) is more than the engine decodes together (1024)",
+                       e->max_seqs);
       goto fail;
     }
 
