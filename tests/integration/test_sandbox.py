@@ -22,9 +22,19 @@ def cgroup_dirs(tag_glob="flint-*"):
     return out
 
 
-def worker_processes():
+def worker_processes(tag):
+    """Worker processes in the cgroups of the flintd whose tag is `tag`: other flintd instances
+    (tests running in parallel, other users of the machine) have workers too."""
     p = subprocess.run(["pgrep", "-f", "/.flint/worker"], capture_output=True, text=True)
-    return [int(x) for x in p.stdout.split()]
+    found = []
+    for pid in (int(x) for x in p.stdout.split()):
+        try:
+            with open("/proc/%d/cgroup" % pid) as f:
+                if tag in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
 
 
 class Escape(FlintTestCase):
@@ -184,12 +194,12 @@ class Leftovers(FlintTestCase):
                     del os.environ["FLINT_FAULT"]
                 try:
                     tag = "flint-" + __import__("hashlib").sha256(g.state.encode()).hexdigest()[:12]
-                    before = set(worker_processes())
+                    before = set(worker_processes(tag))
                     p = g.cli("deploy", build_path("examples", "echo"), check=False)
                     self.assertNotEqual(p.returncode, 0)
                     self.assertIn(b"failed to start", p.stderr)
                     g.wait_for(lambda: len(cgroup_dirs(tag)) == 0, what="no cgroup left")
-                    self.assertEqual(set(worker_processes()) - before, set())
+                    self.assertEqual(set(worker_processes(tag)) - before, set())
                     self.assertEqual(self.mounts_under(g.run + "/sandbox"), [])
                 finally:
                     g.cleanup()
