@@ -406,7 +406,7 @@ defaults (flint_manifest_t *m)
   m->snapshot = true;
   m->max_payload = 6u << 20;
   m->resources.memory_bytes = 0; /* unset: the default depends on the kind (walk) */
-  m->resources.cpu_millis = 1000;
+  m->resources.cpu_millis = 0;   /* unset: 1000, or no limit for llm (walk) */
   m->resources.pids = 128;
   m->resources.tmp_bytes = 64u << 20;
   m->resources.nofile = 1024;
@@ -618,6 +618,10 @@ walk (mctx_t *mc, flint_manifest_t *m)
     m->scale.startup_timeout_ms = m->kind == FLINT_KIND_LLM ? 300000 : 60000;
   if (m->resources.memory_bytes == 0)
     m->resources.memory_bytes = m->kind == FLINT_KIND_LLM ? 4ull << 30 : 256u << 20;
+  /* the model engine computes on every core it may use (`cpu` only goes down to 10m, so 0
+   * means unset here) */
+  if (m->resources.cpu_millis == 0 && m->kind != FLINT_KIND_LLM)
+    m->resources.cpu_millis = 1000;
   if (flint_scale_validate (&m->scale, mc->err) < 0)
     {
       /* point at the knob the rule names first ("`min_replicas` (5) is larger than ...") */

@@ -72,6 +72,9 @@ struct flint_ctx_s {
   char replica_id[128];
   uint64_t max_payload;
   uint32_t max_concurrency;
+  uint32_t cpu_millis;
+  char *path;
+  char *draft_path;
 
   char *config_keys[MAX_CONFIG];
   char *config_vals[MAX_CONFIG];
@@ -177,6 +180,30 @@ flint_set_error (flint_ctx_t *ctx, const char *fmt, ...)
   vsnprintf (ctx->error, sizeof ctx->error, fmt, ap);
   va_end (ap);
   return -1;
+}
+
+uint32_t
+flint__ctx_max_concurrency (const flint_ctx_t *ctx)
+{
+  return ctx->max_concurrency;
+}
+
+uint32_t
+flint__ctx_cpu_millis (const flint_ctx_t *ctx)
+{
+  return ctx->cpu_millis;
+}
+
+const char *
+flint__ctx_path (const flint_ctx_t *ctx)
+{
+  return ctx->path;
+}
+
+const char *
+flint__ctx_draft_path (const flint_ctx_t *ctx)
+{
+  return ctx->draft_path;
 }
 
 const char *
@@ -484,6 +511,9 @@ handle_load (flint_ctx_t *ctx, const Flint__Worker__V1__Load *load)
   snprintf (ctx->replica_id, sizeof ctx->replica_id, "%s", load->replica_id);
   ctx->max_payload = load->max_payload ? load->max_payload : 6u << 20;
   ctx->max_concurrency = load->max_concurrency ? load->max_concurrency : 1;
+  ctx->cpu_millis = load->cpu_millis;
+  ctx->path = xstrdup (load->path);
+  ctx->draft_path = load->draft_path && load->draft_path[0] ? xstrdup (load->draft_path) : NULL;
   for (size_t i = 0; i < load->n_config && ctx->n_config < MAX_CONFIG; i++, ctx->n_config++)
     {
       ctx->config_keys[ctx->n_config] = xstrdup (load->config[i]->key);
@@ -620,6 +650,8 @@ static void
 ctx_free (flint_ctx_t *ctx)
 {
   free (ctx->endpoint);
+  free (ctx->draft_path);
+  free (ctx->path);
   for (size_t i = 0; i < ctx->n_config; i++)
     {
       free (ctx->config_keys[i]);
