@@ -59,6 +59,8 @@ arena_alloc (flint_json_doc_t *doc, size_t n)
   return r;
 }
 
+static void fail (parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 fail (parser_t *ps, const char *fmt, ...)
 {
@@ -354,6 +356,13 @@ parse_number (parser_t *ps)
       h[len] = '\0';
       n->num = strtod (h, NULL);
       free (h);
+    }
+  if (!isfinite (n->num))
+    {
+      /* 1e999 would become infinity, which no consumer expects (and converting it to an
+       * integer is undefined): RFC 8259 lets a parser limit the range */
+      fail (ps, "number out of range");
+      return NULL;
     }
   ps->p = q;
   return n;

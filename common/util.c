@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
@@ -356,7 +357,8 @@ flint_parse_size (const char *s, uint64_t *bytes_out)
     return -EINVAL;
   errno = 0;
   v = strtod (s, &end);
-  if (errno || end == s || v < 0)
+  /* !(v >= 0) also refuses NaN, whose conversion to an integer is undefined */
+  if (errno || end == s || !(v >= 0) || isinf (v))
     return -EINVAL;
   while (*end == ' ')
     end++;
@@ -394,7 +396,7 @@ flint_parse_duration_ms (const char *s, uint64_t *ms_out)
     return -EINVAL;
   errno = 0;
   v = strtod (s, &end);
-  if (errno || end == s || v < 0)
+  if (errno || end == s || !(v >= 0) || isinf (v))
     return -EINVAL;
   if (strcmp (end, "ms") == 0)
     mult = 1;

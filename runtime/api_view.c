@@ -142,6 +142,15 @@ flint__endpoint_proto (flint_endpoint_t *ep, bool detailed)
       rm->p99_ms = flint_hist_quantile (&r->latency, 0.99);
       rm->pid = r->pid;
       rm->version = r->version->number;
+      rm->sandbox_ms = xcalloc (r->n_sandbox_phases, sizeof *rm->sandbox_ms);
+      for (uint32_t k = 0; k < r->n_sandbox_phases; k++)
+        {
+          Flint__V1__Replica__SandboxMsEntry *e = xcalloc (1, sizeof *e);
+          flint__v1__replica__sandbox_ms_entry__init (e);
+          e->key = dupstr (r->sandbox_phase_names[k]);
+          e->value = r->sandbox_phases_ms[k];
+          rm->sandbox_ms[rm->n_sandbox_ms++] = e;
+        }
       m->replicas[m->n_replicas++] = rm;
     }
 

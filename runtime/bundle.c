@@ -13,11 +13,13 @@
 #include <fnmatch.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* ---- packing ------------------------------------------------------------------------- */
@@ -366,12 +368,85 @@ open_parent (int rootfd, char *rel, const char **leaf)
   return fd;
 }
 
+typedef struct link_list_s {
+  char **items;
+  size_t n;
+} link_list_t;
+
+static void
+link_list_free (link_list_t *l)
+{
+  for (size_t i = 0; i < l->n; i++)
+    free (l->items[i]);
+  free (l->items);
+}
+
+static int
+link_list_add (link_list_t *l, const char *rel)
+{
+  char **items = realloc (l->items, (l->n + 1) * sizeof *items);
+  if (items == NULL)
+    return -ENOMEM;
+  l->items = items;
+  if ((l->items[l->n] = strdup (rel)) == NULL)
+    return -ENOMEM;
+  l->n++;
+  return 0;
+}
+
+/* Each symlink passed link_stays_inside() on its own, but links compose: with `a/l -> ..`,
+ * `a/l2 -> l/..` reads as `a` lexically and is the bundle's parent physically. Once everything
+ * is extracted, every link is resolved the way the kernel will (through the others) and must
+ * stay beneath the bundle, so that nothing that later opens a bundle path on the host — flintd
+ * linking weights, a reader of the model directory — can be steered outside. Dangling links
+ * are harmless and kept. Without openat2 (Linux < 5.6) the rule falls back to refusing any
+ * link with a `..` component. */
+static int
+check_links_beneath (int rootfd, const link_list_t *links, flint_error_t *err)
+{
+  for (size_t i = 0; i < links->n; i++)
+    {
+      const char *rel = links->items[i];
+      struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+      long fd = syscall (SYS_openat2, rootfd, rel, &how, sizeof how);
+
+      if (fd >= 0)
+        {
+          close ((int) fd);
+          continue;
+        }
+      if (errno == ENOENT)
+        continue;
+      if (errno == ENOSYS)
+        {
+          char target[PATH_MAX];
+          ssize_t len = readlinkat (rootfd, rel, target, sizeof target - 1);
+          if (len < 0)
+            return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "bundle: readlink `%s`", rel);
+          target[len] = '\0';
+          if (strcmp (target, "..") == 0 || strncmp (target, "../", 3) == 0 || strstr (target, "/../")
+              || (len >= 3 && strcmp (target + len - 3, "/..") == 0))
+            return flint_error_set (err, FLINT_EINVAL,
+                                    "bundle: symlink `%s` uses `..` (not allowed on kernels without openat2)", rel);
+          continue;
+        }
+      if (errno == EXDEV)
+        return flint_error_set (err, FLINT_EINVAL, "bundle: symlink `%s` leads outside the bundle through other links",
+                                rel);
+      if (errno == ELOOP)
+        return flint_error_set (err, FLINT_EINVAL, "bundle: symlink `%s` is part of a loop of links", rel);
+      return flint_error_set_errno (err, FLINT_EINVAL, errno, "bundle: symlink `%s`", rel);
+    }
+  return 0;
+}
+
 static int
 extract_archive (struct archive *a, const char *dest, const flint_bundle_limits_t *limits, flint_error_t *err)
 {
   struct archive_entry *e;
   _cleanup_close_ int rootfd = -1;
   _cleanup_free_ char *buf = NULL;
+  __attribute__((cleanup (link_list_free))) link_list_t links = { NULL, 0 };
   uint64_t total = 0, entries = 0;
   int r;
 
@@ -425,6 +500,8 @@ extract_archive (struct archive *a, const char *dest, const flint_bundle_limits_
             return flint_error_set (err, FLINT_EINVAL, "bundle: symlink `%s` points outside the bundle", name);
           if (symlinkat (target, dirfd, leaf) < 0)
             return flint_error_set_errno (err, FLINT_EINVAL, errno, "bundle: entry `%s`", name);
+          if (link_list_add (&links, rel) < 0)
+            return flint_error_set (err, FLINT_EINTERNAL, "out of memory");
         }
       else if (type == AE_IFREG)
         {
@@ -457,7 +534,7 @@ extract_archive (struct archive *a, const char *dest, const flint_bundle_limits_
     }
   if (r != ARCHIVE_EOF)
     return flint_error_set (err, FLINT_EINVAL, "bundle: not a valid tar archive: %s", archive_error_string (a));
-  return 0;
+  return check_links_beneath (rootfd, &links, err);
 }
 
 static struct archive *

@@ -1,6 +1,6 @@
 /* The `flint` command line: deploy, invoke, ls, status, logs, scale, rm, secret.
  *
- * Exit codes (docs/CLI.md): 0 success; 1 the request failed (function or server error);
+ * Exit codes (docs/ERRORS.md): 0 success; 1 the request failed (function or server error);
  * 2 usage error; 3 not found; 4 invalid input (manifest, bundle, payload, knob);
  * 5 flintd unreachable or unavailable; 6 deadline exceeded; 7 resource exhausted. */
 #include "cli.h"
@@ -472,6 +472,44 @@ get_endpoint (cli_t *cli, const char *name, Flint__V1__Endpoint **out, flint_err
   return 0;
 }
 
+
+/* The engine's numbers of an llm endpoint (Endpoint.engine, see runtime/engine_stats.c). */
+static const char *
+engine_value (const Flint__V1__Endpoint *e, const char *key)
+{
+  for (size_t i = 0; i < e->n_engine; i++)
+    if (strcmp (e->engine[i]->key, key) == 0)
+      return e->engine[i]->value;
+  return NULL;
+}
+
+static void
+print_engine (const Flint__V1__Endpoint *e)
+{
+  const char *ttft50 = engine_value (e, "ttft_p50_ms"), *ttft99 = engine_value (e, "ttft_p99_ms");
+  const char *itl50 = engine_value (e, "itl_p50_ms"), *itl99 = engine_value (e, "itl_p99_ms");
+  const char *tps = engine_value (e, "tokens_per_s"), *kv = engine_value (e, "kv_used");
+  const char *cap = engine_value (e, "kv_capacity_tokens"), *run = engine_value (e, "requests_running");
+  const char *wait = engine_value (e, "requests_waiting"), *acc = engine_value (e, "spec_acceptance_length");
+  const char *tot = engine_value (e, "tokens_total");
+
+  if (ttft50 && ttft99 && itl50 && itl99 && tps && kv && cap && run && wait)
+    {
+      printf ("engine     first token p50 %s ms, p99 %s ms; inter-token p50 %s ms, p99 %s ms; %s tokens/s\n", ttft50,
+              ttft99, itl50, itl99, tps);
+      printf ("           KV cache %.1f%% of %s tokens; %s running, %s waiting; %s tokens generated", atof (kv) * 100,
+              cap, run, wait, tot ? tot : "0");
+      if (acc)
+        printf ("; speculative acceptance length %s", acc);
+      printf ("\n");
+      return;
+    }
+  printf ("engine    ");
+  for (size_t i = 0; i < e->n_engine; i++)
+    printf (" %s=%s", e->engine[i]->key, e->engine[i]->value);
+  printf ("\n");
+}
+
 static void
 print_status (const Flint__V1__Endpoint *e)
 {
@@ -528,12 +566,7 @@ print_status (const Flint__V1__Endpoint *e)
       printf ("\n");
     }
   if (e->n_engine)
-    {
-      printf ("engine    ");
-      for (size_t i = 0; i < e->n_engine; i++)
-        printf (" %s=%s", e->engine[i]->key, e->engine[i]->value);
-      printf ("\n");
-    }
+    print_engine (e);
   if (e->n_secrets)
     {
       printf ("secrets   ");
@@ -548,6 +581,13 @@ print_status (const Flint__V1__Endpoint *e)
       printf ("  %-36s v%-4llu %-9s %-6s in-flight %u, %llu requests, p50 %.2f ms, p99 %.2f ms, started in %.1f ms\n",
               r->id, (unsigned long long) r->version, r->state, r->tier, r->in_flight, (unsigned long long) r->requests,
               r->p50_ms, r->p99_ms, r->start_ms);
+      if (r->n_sandbox_ms)
+        {
+          printf ("  %-36s sandbox setup:", "");
+          for (size_t k = 0; k < r->n_sandbox_ms; k++)
+            printf (" %s %.2f ms%s", r->sandbox_ms[k]->key, r->sandbox_ms[k]->value, k + 1 < r->n_sandbox_ms ? "," : "");
+          printf ("\n");
+        }
     }
   if (e->n_versions)
     {

@@ -270,6 +270,7 @@ flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_
   uv_signal_start (d->sig_term, signal_cb, SIGTERM);
   uv_signal_start (d->sig_int, signal_cb, SIGINT);
   flint__autoscaler_start (d);
+  flint__engine_stats_start (d);
   return 0;
 }
 
@@ -287,6 +288,7 @@ shutdown_all (flint_daemon_t *d)
 
   d->shutting_down = true;
   flint__autoscaler_stop (d);
+  flint__engine_stats_stop (d);
   flint__http_stop (d);
   flint__api_watch_shutdown (d);
   flint__logs_rpc_shutdown (d);

@@ -32,6 +32,7 @@ typedef struct flint_replica_s flint_replica_t;
 typedef struct flint_request_s flint_request_t;
 typedef struct flint_helper_s flint_helper_t;
 typedef struct flint_deploy_s flint_deploy_t;
+typedef struct flint_engine_stats_s flint_engine_stats_t;
 
 /* ---- configuration --------------------------------------------------------------------- */
 
@@ -189,6 +190,11 @@ struct flint_replica_s {
   uint64_t canary_seq;            /* the canary Ping's seq */
   uint64_t canary_req;            /* the canary Invoke's request id (manifest `canary:`), or 0 */
   int canary_pending;             /* canary answers still expected */
+  /* the sandbox's setup phases of a cold start (Spawned.phases_ms), for `flint status` */
+  char sandbox_phase_names[8][12];
+  double sandbox_phases_ms[8];
+  uint32_t n_sandbox_phases;
+  flint_engine_stats_t *engine_stats; /* llm: the engine's last report (engine_stats.c) */
 };
 
 /* Indexes of flint_replica_t.phases_ms (milliseconds of its start, by tier: see snapshot.c). */
@@ -273,6 +279,7 @@ struct flint_daemon_s {
   struct flint_rpc_s *health_watch[64];
   flint_list_t log_streams;       /* Logs RPCs in progress */
   uv_timer_t *tick;               /* autoscaler period */
+  uv_timer_t *engine_tick;        /* pings llm replicas for engine statistics */
 };
 
 /* ---- cross-file internals (flint__ prefix) ------------------------------------------------- */
@@ -422,6 +429,11 @@ int flint__secrets_env (flint_daemon_t *d, const flint_manifest_t *m, char ***en
 /* engine_stats.c: model-engine statistics of llm replicas (from their Pong frames). */
 struct Flint__Worker__V1__Pong;
 void flint__engine_stats_update (flint_replica_t *r, const struct Flint__Worker__V1__Pong *pong);
+/* Frees the replica's statistics (when it is finalized). */
+void flint__engine_stats_forget (flint_replica_t *r);
+/* Starts / stops the periodic pings that keep llm replicas' statistics fresh. */
+void flint__engine_stats_start (flint_daemon_t *d);
+void flint__engine_stats_stop (flint_daemon_t *d);
 /* Appends the endpoint's engine metrics (Prometheus text) to `out`; nothing for other kinds. */
 void flint__engine_metrics_render (flint_endpoint_t *ep, flint_buf_t *out);
 

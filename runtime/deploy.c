@@ -294,6 +294,11 @@ check_bundle (flint_deploy_t *dep, const char *dir, flint_error_t *err)
       if (stat (path, &st) < 0)
         return flint_error_set (err, FLINT_EPRECONDITION, "%s: field `model`: the bundle has no `%s/config.json`",
                                 dep->manifest_path, m->model);
+      snprintf (path, sizeof path, "%s/%s/config.json", dir, m->draft_model ? m->draft_model : m->model);
+      if (stat (path, &st) < 0)
+        return flint_error_set (err, FLINT_EPRECONDITION,
+                                "%s: field `draft_model`: the bundle has no `%s/config.json`", dep->manifest_path,
+                                m->draft_model);
       return 0;
     }
   snprintf (path, sizeof path, "%s/%s", dir, m->function);

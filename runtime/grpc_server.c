@@ -3,7 +3,18 @@
  * Every operation batch started on a call carries a `tag_t` embedded in the rpc; the tag says
  * which completion it is. An rpc is reference counted: one reference per batch in flight plus
  * one held by the loop between arrival and finish. Whichever thread drops the last one frees
- * the rpc (gRPC's call unref is thread-safe). */
+ * the rpc (gRPC's call unref is thread-safe).
+ *
+ * Two pollers, one at a time. Completion-queue events are handled by handle_event() on
+ * whichever thread drained them: the CQ thread (which hands the loop what it must see through
+ * post()) or the loop itself (which delivers at once). While traffic flows the loop polls the
+ * queue without blocking from an idle handle and the CQ thread is parked: no thread hop at all
+ * on the hot path. After SPIN_NS without a gRPC event the loop hands polling back to the CQ
+ * thread and sleeps in epoll, so an idle flintd burns nothing; the first event posted by the
+ * CQ thread brings the loop back to polling. Handing over is lazy on the CQ thread's side (it
+ * parks after the event it is blocked on), and both threads may drain the queue for that
+ * moment: everything handle_event() touches is safe from either thread, and a cancellation
+ * that overtakes its call's arrival is held until the arrival has been delivered. */
 #include "grpc_server.h"
 #include "flint/cleanup.h"
 #include "flint/util.h"
@@ -14,11 +25,19 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_METHODS 32
+
+/* How long the loop keeps polling the completion queue after the last gRPC event before it
+ * hands polling back to the CQ thread. Longer than a client's think time between serial calls
+ * on a loaded 2-core machine (tens of µs), short enough that an idle flintd spins for
+ * nothing noticeable. */
+#define SPIN_NS 300000ull
 
 typedef enum tag_kind_e {
   TAG_NEW,       /* request_registered_call completed: a call arrived */
@@ -95,6 +114,10 @@ struct flint_rpc_s {
   flint_rpc_cancel_cb cancel_cb;
   void *cancel_data;
   void *data;
+
+  /* loop thread only */
+  bool arrived;             /* the arrival callback ran */
+  bool cancel_held;         /* a cancellation overtook the arrival (two pollers): deliver after */
 };
 
 struct flint_grpc_server_s {
@@ -112,6 +135,13 @@ struct flint_grpc_server_s {
   pthread_mutex_t evlock;
   event_t *ev_head, *ev_tail;
   atomic_int live_rpcs;
+
+  /* who polls the completion queue: the loop (CQ thread parked) or the CQ thread */
+  atomic_bool loop_polls;
+  pthread_mutex_t park_mu;
+  pthread_cond_t park_cv;
+  uv_idle_t *idle;          /* the loop's polling; separately allocated like async */
+  uint64_t last_event_ns;   /* loop thread: last gRPC event it handled */
 };
 
 /* ---- rpc lifetime -------------------------------------------------------------------- */
@@ -195,6 +225,63 @@ request_call (method_t *m)
 
 /* ---- events to the loop -------------------------------------------------------------- */
 
+static void loop_poll_begin (flint_grpc_server_t *srv);
+
+/* Runs one event's callback on the loop thread and drops the reference the event held. */
+static void
+deliver (event_t *ev)
+{
+  flint_rpc_t *rpc = ev->rpc;
+  bool embedded = ev->embedded; /* the rpc, and an event inside it, may be freed below */
+
+  switch (ev->kind)
+    {
+    case EV_ARRIVED:
+      rpc->arrived = true;
+      if (!rpc->cancel_held)
+        {
+          rpc->method->cb (rpc, rpc->method->data); /* may finish, and so free, the rpc */
+          break;
+        }
+      rpc_ref (rpc);
+      rpc->method->cb (rpc, rpc->method->data);
+      if (!atomic_load (&rpc->finished) && rpc->cancel_cb)
+        {
+          flint_rpc_cancel_cb cb = rpc->cancel_cb;
+          rpc->cancel_cb = NULL;
+          cb (rpc, rpc->cancel_data);
+        }
+      rpc_unref (rpc);
+      break;
+    case EV_CANCELLED:
+      if (!rpc->arrived)
+        rpc->cancel_held = true; /* the arrival holds a reference: the rpc outlives this */
+      else if (!atomic_load (&rpc->finished) && rpc->cancel_cb)
+        {
+          flint_rpc_cancel_cb cb = rpc->cancel_cb;
+          rpc->cancel_cb = NULL;
+          cb (rpc, rpc->cancel_data);
+        }
+      rpc_unref (rpc);
+      break;
+    case EV_RECV:
+      if (rpc->recv_cb && !atomic_load (&rpc->finished))
+        {
+          flint_rpc_recv_cb cb = rpc->recv_cb;
+          rpc->recv_cb = NULL;
+          cb (rpc, ev->msg, ev->len, ev->end, ev->ok, rpc->recv_data);
+        }
+      rpc_unref (rpc);
+      break;
+    }
+  if (!embedded)
+    {
+      free (ev->msg);
+      free (ev);
+    }
+}
+
+/* From the CQ thread: queues the event for the loop. */
 static void
 post (flint_grpc_server_t *srv, event_t *ev)
 {
@@ -209,53 +296,45 @@ post (flint_grpc_server_t *srv, event_t *ev)
   uv_async_send (srv->async); /* libuv coalesces: one wake-up for a burst */
 }
 
+/* Where an event goes: straight to its callback when the loop itself drained it. */
 static void
-async_cb (uv_async_t *h)
+emit (flint_grpc_server_t *srv, event_t *ev, bool on_loop)
 {
-  flint_grpc_server_t *srv = h->data;
+  if (on_loop)
+    deliver (ev);
+  else
+    post (srv, ev);
+}
+
+/* Delivers what the CQ thread posted, in order. Returns the number of events. */
+static size_t
+drain_posted (flint_grpc_server_t *srv)
+{
   event_t *ev;
+  size_t n = 0;
 
   pthread_mutex_lock (&srv->evlock);
   ev = srv->ev_head;
   srv->ev_head = srv->ev_tail = NULL;
   pthread_mutex_unlock (&srv->evlock);
-
   while (ev)
     {
       event_t *next = ev->next;
-      flint_rpc_t *rpc = ev->rpc;
-      bool embedded = ev->embedded; /* the rpc, and an event inside it, may be freed below */
-      switch (ev->kind)
-        {
-        case EV_ARRIVED:
-          rpc->method->cb (rpc, rpc->method->data);
-          break;
-        case EV_CANCELLED:
-          if (!atomic_load (&rpc->finished) && rpc->cancel_cb)
-            {
-              flint_rpc_cancel_cb cb = rpc->cancel_cb;
-              rpc->cancel_cb = NULL;
-              cb (rpc, rpc->cancel_data);
-            }
-          rpc_unref (rpc);
-          break;
-        case EV_RECV:
-          if (rpc->recv_cb && !atomic_load (&rpc->finished))
-            {
-              flint_rpc_recv_cb cb = rpc->recv_cb;
-              rpc->recv_cb = NULL;
-              cb (rpc, ev->msg, ev->len, ev->end, ev->ok, rpc->recv_data);
-            }
-          rpc_unref (rpc);
-          break;
-        }
-      if (!embedded)
-        {
-          free (ev->msg);
-          free (ev);
-        }
+      deliver (ev);
       ev = next;
+      n++;
     }
+  return n;
+}
+
+static void
+async_cb (uv_async_t *h)
+{
+  flint_grpc_server_t *srv = h->data;
+
+  /* Traffic reached the CQ thread: the loop takes the polling over for the burst. */
+  if (drain_posted (srv) > 0 && !atomic_load (&srv->shutting_down))
+    loop_poll_begin (srv);
 }
 
 /* ---- sending ------------------------------------------------------------------------- */
@@ -360,7 +439,7 @@ flatten (grpc_byte_buffer *bb, size_t *len_out)
 }
 
 static void
-on_new_call (flint_rpc_t *rpc, bool ok)
+on_new_call (flint_rpc_t *rpc, bool ok, bool on_loop)
 {
   method_t *m = rpc->method;
   grpc_op op;
@@ -390,17 +469,17 @@ on_new_call (flint_rpc_t *rpc, bool ok)
         }
     }
   /* The reference of the pending request becomes the loop's reference. */
-  post (rpc->srv, &rpc->ev_arrived);
+  emit (rpc->srv, &rpc->ev_arrived, on_loop);
 }
 
 static void
-on_close (flint_rpc_t *rpc)
+on_close (flint_rpc_t *rpc, bool on_loop)
 {
   atomic_store (&rpc->closed, true);
   if (rpc->close_cancelled && !atomic_load (&rpc->finished))
     {
       rpc_ref (rpc);
-      post (rpc->srv, &rpc->ev_cancelled);
+      emit (rpc->srv, &rpc->ev_cancelled, on_loop);
     }
   rpc_unref (rpc);
 }
@@ -423,7 +502,7 @@ on_send_done (flint_rpc_t *rpc, bool ok)
 }
 
 static void
-on_recv_done (flint_rpc_t *rpc, bool ok)
+on_recv_done (flint_rpc_t *rpc, bool ok, bool on_loop)
 {
   event_t *ev = calloc (1, sizeof *ev);
   if (ev == NULL)
@@ -440,7 +519,23 @@ on_recv_done (flint_rpc_t *rpc, bool ok)
       grpc_byte_buffer_destroy (rpc->recv_buf);
       rpc->recv_buf = NULL;
     }
-  post (rpc->srv, ev);
+  emit (rpc->srv, ev, on_loop);
+}
+
+/* One completion-queue event, on the CQ thread or on the loop (`on_loop`). */
+static void
+handle_event (const grpc_event *ev, bool on_loop)
+{
+  tag_t *tag = ev->tag;
+
+  switch (tag->kind)
+    {
+    case TAG_NEW: on_new_call (tag->rpc, ev->success, on_loop); break;
+    case TAG_CLOSE: on_close (tag->rpc, on_loop); break;
+    case TAG_SEND: on_send_done (tag->rpc, ev->success); break;
+    case TAG_RECV: on_recv_done (tag->rpc, ev->success, on_loop); break;
+    case TAG_SHUTDOWN: break;
+    }
 }
 
 static void *
@@ -450,24 +545,73 @@ cq_thread_main (void *arg)
 
   for (;;)
     {
-      grpc_event ev = grpc_completion_queue_next (srv->cq, gpr_inf_future (GPR_CLOCK_MONOTONIC), NULL);
-      tag_t *tag;
+      grpc_event ev;
 
+      pthread_mutex_lock (&srv->park_mu);
+      while (atomic_load (&srv->loop_polls))
+        pthread_cond_wait (&srv->park_cv, &srv->park_mu);
+      pthread_mutex_unlock (&srv->park_mu);
+      ev = grpc_completion_queue_next (srv->cq, gpr_inf_future (GPR_CLOCK_MONOTONIC), NULL);
       if (ev.type == GRPC_QUEUE_SHUTDOWN)
         break;
-      if (ev.type != GRPC_OP_COMPLETE)
-        continue;
-      tag = ev.tag;
-      switch (tag->kind)
-        {
-        case TAG_NEW: on_new_call (tag->rpc, ev.success); break;
-        case TAG_CLOSE: on_close (tag->rpc); break;
-        case TAG_SEND: on_send_done (tag->rpc, ev.success); break;
-        case TAG_RECV: on_recv_done (tag->rpc, ev.success); break;
-        case TAG_SHUTDOWN: break;
-        }
+      if (ev.type == GRPC_OP_COMPLETE)
+        handle_event (&ev, false);
     }
   return NULL;
+}
+
+/* ---- the loop as the poller ------------------------------------------------------------ */
+
+static void
+loop_poll_end (flint_grpc_server_t *srv)
+{
+  if (!atomic_load (&srv->loop_polls))
+    return;
+  uv_idle_stop (srv->idle);
+  pthread_mutex_lock (&srv->park_mu);
+  atomic_store (&srv->loop_polls, false);
+  pthread_cond_signal (&srv->park_cv);
+  pthread_mutex_unlock (&srv->park_mu);
+}
+
+/* Each loop iteration while polling: what the CQ thread still posted, then whatever the queue
+ * holds (gRPC reads the sockets inside this call, without blocking). */
+static void
+idle_cb (uv_idle_t *h)
+{
+  flint_grpc_server_t *srv = h->data;
+  uint64_t now;
+  bool busy = drain_posted (srv) > 0;
+
+  for (int i = 0; i < 64; i++)
+    {
+      grpc_event ev = grpc_completion_queue_next (srv->cq, gpr_inf_past (GPR_CLOCK_MONOTONIC), NULL);
+      if (ev.type != GRPC_OP_COMPLETE)
+        break;
+      handle_event (&ev, true);
+      busy = true;
+    }
+  now = flint_now_ns ();
+  if (busy)
+    srv->last_event_ns = now;
+  else if (now - srv->last_event_ns > SPIN_NS)
+    loop_poll_end (srv);
+  else
+    /* nothing this round: the workers flintd is waiting for may need this core (returns at once
+     * when nothing else is runnable here) */
+    sched_yield ();
+}
+
+static void
+loop_poll_begin (flint_grpc_server_t *srv)
+{
+  srv->last_event_ns = flint_now_ns ();
+  if (atomic_load (&srv->loop_polls) || srv->idle == NULL)
+    return;
+  /* The CQ thread sees this after the event it is waiting for and parks; until then both
+   * drain the queue, which handle_event() allows. */
+  atomic_store (&srv->loop_polls, true);
+  uv_idle_start (srv->idle, idle_cb);
 }
 
 /* ---- public API ---------------------------------------------------------------------- */
@@ -485,6 +629,8 @@ flint_grpc_server_new (uv_loop_t *loop, const flint_grpc_opts_t *opts, flint_grp
   grpc_init ();
   srv->loop = loop;
   pthread_mutex_init (&srv->evlock, NULL);
+  pthread_mutex_init (&srv->park_mu, NULL);
+  pthread_cond_init (&srv->park_cv, NULL);
   memset (args, 0, sizeof args);
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = (char *) GRPC_ARG_ALLOW_REUSEPORT;
@@ -507,6 +653,15 @@ flint_grpc_server_new (uv_loop_t *loop, const flint_grpc_opts_t *opts, flint_grp
       return flint_error_set (err, FLINT_EINTERNAL, "uv_async_init failed");
     }
   srv->async->data = srv;
+  srv->idle = calloc (1, sizeof *srv->idle);
+  if (srv->idle == NULL || uv_idle_init (loop, srv->idle) < 0)
+    {
+      free (srv->idle);
+      srv->idle = NULL;
+      flint_grpc_server_free (srv);
+      return flint_error_set (err, FLINT_EINTERNAL, "uv_idle_init failed");
+    }
+  srv->idle->data = srv;
   *out = srv;
   return 0;
 }
@@ -566,7 +721,7 @@ flint_grpc_server_start (flint_grpc_server_t *srv, flint_error_t *err)
 }
 
 static void
-async_closed_cb (uv_handle_t *h)
+handle_closed_cb (uv_handle_t *h)
 {
   free (h);
 }
@@ -577,6 +732,8 @@ flint_grpc_server_free (flint_grpc_server_t *srv)
   if (srv == NULL)
     return;
   atomic_store (&srv->shutting_down, true);
+  if (srv->idle)
+    loop_poll_end (srv); /* the CQ thread drains what shutting down completes */
   if (srv->server)
     {
       srv->tag_shutdown.kind = TAG_SHUTDOWN;
@@ -612,8 +769,12 @@ flint_grpc_server_free (flint_grpc_server_t *srv)
   for (size_t i = 0; i < srv->n_methods; i++)
     free (srv->methods[i].path);
   if (srv->async)
-    uv_close ((uv_handle_t *) srv->async, async_closed_cb);
+    uv_close ((uv_handle_t *) srv->async, handle_closed_cb);
+  if (srv->idle)
+    uv_close ((uv_handle_t *) srv->idle, handle_closed_cb);
   pthread_mutex_destroy (&srv->evlock);
+  pthread_mutex_destroy (&srv->park_mu);
+  pthread_cond_destroy (&srv->park_cv);
   grpc_shutdown ();
   free (srv);
 }

@@ -1,17 +1,20 @@
 /* The gRPC C-core server bridged into flintd's libuv loop.
  *
- * gRPC's completion queue is drained by one dedicated thread (the "CQ thread"), which also does
- * all of gRPC's housekeeping on its own: re-arming call requests, tracking call closure,
- * pacing the writes of streaming replies, freeing finished calls. Only three events cross to
- * the loop thread: a call arrived (its request message already read and flattened), a call was
- * cancelled by the client, and a client-streamed message arrived. They cross through one
- * mutex-protected queue and a uv_async that libuv coalesces, so a burst costs one wake-up.
- * Replies are started from the loop thread directly (grpc_call_start_batch is thread-safe).
+ * gRPC's completion queue has two pollers, one at a time. While traffic flows, the loop thread
+ * polls it without blocking from an idle handle and handles every completion itself: a call
+ * arrives, is dispatched and answered with no thread hop at all. After a few hundred
+ * microseconds without a gRPC event the loop hands polling to a dedicated "CQ thread" and
+ * sleeps in epoll, so an idle flintd costs nothing; the CQ thread does gRPC's housekeeping
+ * (re-arming call requests, tracking closure, pacing streamed writes, freeing calls) and sends
+ * the loop only what it must see (a call arrived with its request flattened, a call was
+ * cancelled, a client-streamed message) through one mutex-protected queue and a coalescing
+ * uv_async; the first such event makes the loop take polling back. Replies are started from
+ * the loop thread directly (grpc_call_start_batch is thread-safe). The measurements behind the
+ * design: docs/BENCHMARKS.md (invoke) and ../shared/notes/grpc-core.md.
  *
  * Ownership: a flint_rpc_t belongs to the loop from its arrival callback until the loop calls
  * flint_rpc_finish() on it (exactly once); after that the loop must not touch it. The bridge
- * frees it once gRPC is done with it too. docs/ARCHITECTURE.md has the measurements behind this
- * design. */
+ * frees it once gRPC is done with it too. */
 #ifndef FLINT_GRPC_SERVER_H
 #define FLINT_GRPC_SERVER_H
 

@@ -2,10 +2,12 @@
  * source marks), which is then walked field by field against the schema below. */
 #include "manifest.h"
 #include "flint/cleanup.h"
+#include "flint/map.h"
 #include "flint/util.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,7 +151,7 @@ get_cpu (mctx_t *mc, const yaml_node_t *n, const char *field, uint32_t *out)
     return -1;
   errno = 0;
   v = strtod (scalar (n), &end);
-  if (errno || end == scalar (n) || (*end && strcmp (end, "m") != 0) || v < 0)
+  if (errno || end == scalar (n) || (*end && strcmp (end, "m") != 0) || !(v >= 0) || isinf (v))
     return fail_at (mc, n, field, "expected a number of cores such as 0.5 or 2 (or millicores: 500m), got `%s`",
                     scalar (n));
   if (*end == 'm')
@@ -189,6 +191,7 @@ get_string_list (mctx_t *mc, const yaml_node_t *n, const char *field, char ***ou
 static int
 get_map (mctx_t *mc, const yaml_node_t *n, const char *field, flint_kv_t **out, size_t *nout)
 {
+  flint_map_t seen = FLINT_MAP_INIT;
   size_t count;
 
   if (n->type == YAML_SCALAR_NODE && n->data.scalar.length == 0)
@@ -206,11 +209,19 @@ get_map (mctx_t *mc, const yaml_node_t *n, const char *field, flint_kv_t **out, 
       yaml_node_t *v = yaml_document_get_node (mc->doc, p->value);
       *nout = i + 1;
       if (get_string (mc, k, field, &(*out)[i].key) < 0 || get_string (mc, v, (*out)[i].key, &(*out)[i].value) < 0)
-        return -1;
-      for (size_t j = 0; j < i; j++)
-        if (strcmp ((*out)[j].key, (*out)[i].key) == 0)
+        {
+          flint_map_free (&seen);
+          return -1;
+        }
+      /* a hash set, not a pairwise scan: a 1 MiB manifest holds ~100k keys, and the daemon
+       * parses manifests on its loop */
+      if (flint_map_put (&seen, (*out)[i].key, (void *) 1) != NULL)
+        {
+          flint_map_free (&seen);
           return fail_at (mc, k, field, "`%s` is given twice", (*out)[i].key);
+        }
     }
+  flint_map_free (&seen);
   *nout = count;
   return 0;
 }
@@ -396,8 +407,8 @@ defaults (flint_manifest_t *m)
   m->kind = FLINT_KIND_NATIVE;
   m->snapshot = true;
   m->max_payload = 6u << 20;
-  m->resources.memory_bytes = 256u << 20;
-  m->resources.cpu_millis = 1000;
+  m->resources.memory_bytes = 0; /* unset: the default depends on the kind (walk) */
+  m->resources.cpu_millis = 0;   /* unset: 1000, or no limit for llm (walk) */
   m->resources.pids = 128;
   m->resources.tmp_bytes = 64u << 20;
   m->resources.nofile = 1024;
@@ -470,6 +481,7 @@ static int
 walk (mctx_t *mc, flint_manifest_t *m)
 {
   yaml_node_t *root = yaml_document_get_root_node (mc->doc);
+  const yaml_node_t *knob_nodes[FLINT_ARRAY_SIZE (top_fields)] = { NULL };
   bool have_max_conc = false, have_startup = false;
   const yaml_node_t *name_node = NULL, *root_node = root;
 
@@ -491,6 +503,9 @@ walk (mctx_t *mc, flint_manifest_t *m)
       for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++)
         if (strcmp (scalar (yaml_document_get_node (mc->doc, q->key)), key) == 0)
           return fail_at (mc, k, key, "given twice");
+      for (size_t i = 0; i < FLINT_ARRAY_SIZE (top_fields); i++)
+        if (strcmp (top_fields[i], key) == 0)
+          knob_nodes[i] = v;
 
       if (strcmp (key, "name") == 0)
         {
@@ -604,10 +619,28 @@ walk (mctx_t *mc, flint_manifest_t *m)
     m->scale.target_concurrency = m->scale.max_concurrency;
   if (!have_startup)
     m->scale.startup_timeout_ms = m->kind == FLINT_KIND_LLM ? 300000 : 60000;
-  if (m->kind == FLINT_KIND_LLM && m->resources.memory_bytes == (256u << 20))
-    m->resources.memory_bytes = 4ull << 30;
+  if (m->resources.memory_bytes == 0)
+    m->resources.memory_bytes = m->kind == FLINT_KIND_LLM ? 4ull << 30 : 256u << 20;
+  /* the model engine computes on every core it may use (`cpu` only goes down to 10m, so 0
+   * means unset here) */
+  if (m->resources.cpu_millis == 0 && m->kind != FLINT_KIND_LLM)
+    m->resources.cpu_millis = 1000;
   if (flint_scale_validate (&m->scale, mc->err) < 0)
-    return flint_error_prefix (mc->err, "%s", mc->path);
+    {
+      /* point at the knob the rule names first ("`min_replicas` (5) is larger than ...") */
+      char what[FLINT_ERROR_MSG_MAX], knob[64] = "";
+      const yaml_node_t *at = root_node;
+      const char *q = strchr (mc->err->msg, '`');
+      const char *e = q ? strchr (q + 1, '`') : NULL;
+
+      snprintf (what, sizeof what, "%s", mc->err->msg);
+      if (e && (size_t) (e - q - 1) < sizeof knob)
+        memcpy (knob, q + 1, (size_t) (e - q - 1));
+      for (size_t i = 0; i < FLINT_ARRAY_SIZE (top_fields); i++)
+        if (knob_nodes[i] && strcmp (top_fields[i], knob) == 0)
+          at = knob_nodes[i];
+      return fail_at (mc, at, knob[0] ? knob : NULL, "%s", what);
+    }
   return 0;
 }
 

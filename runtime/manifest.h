@@ -41,7 +41,7 @@ typedef struct flint_scale_s {
 
 typedef struct flint_resources_s {
   uint64_t memory_bytes;  /* default 256 MiB */
-  uint32_t cpu_millis;    /* default 1000 (one core) */
+  uint32_t cpu_millis;    /* default 1000 (one core); llm: 0 = no limit (every core) */
   uint32_t pids;          /* default 128 */
   uint64_t tmp_bytes;     /* default 64 MiB */
   uint32_t nofile;        /* default 1024 */

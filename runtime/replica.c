@@ -18,6 +18,7 @@
 #include "flint/node/v1/node.pb-c.h"
 #include "flint/worker/v1/worker.pb-c.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -163,6 +164,34 @@ flint__replica_send_restored (flint_replica_t *r)
   return send_worker (r, &f);
 }
 
+/* The files the weight store linked for an llm version (its model's and draft's safetensors,
+ * see store.c): the worker maps them by these names. A NULL-terminated heap array. */
+static char **
+llm_weight_files (const char *weights_dir, size_t *n_out)
+{
+  DIR *d = weights_dir ? opendir (weights_dir) : NULL;
+  struct dirent *de;
+  char **names = NULL;
+  size_t n = 0;
+
+  *n_out = 0;
+  if (d == NULL)
+    return NULL;
+  while ((de = readdir (d)) != NULL)
+    {
+      size_t l = strlen (de->d_name);
+      if (de->d_name[0] == '.' || l < 12 || strcmp (de->d_name + l - 12, ".safetensors") != 0)
+        continue;
+      names = realloc (names, (n + 2) * sizeof *names);
+      if (names == NULL || (names[n] = strdup (de->d_name)) == NULL)
+        abort ();
+      names[++n] = NULL;
+    }
+  closedir (d);
+  *n_out = n;
+  return names;
+}
+
 static void
 send_load (flint_replica_t *r)
 {
@@ -170,13 +199,14 @@ send_load (flint_replica_t *r)
   flint_manifest_t *m = v->manifest;
   Flint__Worker__V1__Load load = FLINT__WORKER__V1__LOAD__INIT;
   wframe_t f = FLINT__WORKER__V1__FRAME__INIT;
-  size_t nc = m->n_config, nw = m->n_weights;
+  size_t nc = m->n_config, nw = m->n_weights, nllm = 0;
+  char **llm_files = m->kind == FLINT_KIND_LLM ? llm_weight_files (v->weights_dir, &nllm) : NULL;
   Flint__Worker__V1__Load__ConfigEntry *cfg = calloc (nc + 1, sizeof *cfg);
   Flint__Worker__V1__Load__ConfigEntry **cfgp = calloc (nc + 1, sizeof *cfgp);
-  Flint__Worker__V1__Load__WeightsEntry *w = calloc (nw + 1, sizeof *w);
-  Flint__Worker__V1__Load__WeightsEntry **wp = calloc (nw + 1, sizeof *wp);
-  char **wpaths = calloc (nw + 1, sizeof *wpaths);
-  char path[4200];
+  Flint__Worker__V1__Load__WeightsEntry *w = calloc (nw + nllm + 1, sizeof *w);
+  Flint__Worker__V1__Load__WeightsEntry **wp = calloc (nw + nllm + 1, sizeof *wp);
+  char **wpaths = calloc (nw + nllm + 1, sizeof *wpaths);
+  char path[4200], draft[4200] = "";
   const char *root = r->d->cfg.isolate ? "/bundle" : v->bundle_dir;
   const char *wroot = r->d->cfg.isolate ? "/weights" : v->weights_dir;
 
@@ -213,15 +243,33 @@ send_load (flint_replica_t *r)
       w[i].value = wpaths[i];
       wp[i] = &w[i];
     }
-  load.n_weights = nw;
+  for (size_t i = 0; i < nllm; i++)
+    {
+      flint__worker__v1__load__weights_entry__init (&w[nw + i]);
+      w[nw + i].key = llm_files[i];
+      if (asprintf (&wpaths[nw + i], "%s/%s", wroot, llm_files[i]) < 0)
+        abort ();
+      w[nw + i].value = wpaths[nw + i];
+      wp[nw + i] = &w[nw + i];
+    }
+  load.n_weights = nw + nllm;
   load.weights = wp;
+  if (m->kind == FLINT_KIND_LLM && m->draft_model)
+    {
+      snprintf (draft, sizeof draft, "%s/%s", root, m->draft_model);
+      load.draft_path = draft;
+    }
+  load.cpu_millis = m->resources.cpu_millis;
   load.max_concurrency = r->ep->scale.max_concurrency;
   load.max_payload = m->max_payload;
   f.msg_case = FLINT__WORKER__V1__FRAME__MSG_LOAD;
   f.load = &load;
   send_worker (r, &f);
-  for (size_t i = 0; i < nw; i++)
+  for (size_t i = 0; i < nw + nllm; i++)
     free (wpaths[i]);
+  for (size_t i = 0; i < nllm; i++)
+    free (llm_files[i]);
+  free (llm_files);
   free (wpaths);
   free (cfg);
   free (cfgp);
@@ -441,7 +489,10 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
         if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_CHUNK)
           {
             req->chunks_sent = true;
-            req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
+            /* an answered request (client cancelled, deadline passed) keeps its slot until the
+             * worker's Result, but has no sink: its chunks are dropped */
+            if (req->sink && req->sink->chunk)
+              req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
           }
         else
           {
@@ -805,6 +856,7 @@ finalize_ex (flint_replica_t *r, bool rescale)
     }
   flint_map_del (&d->replicas, r->id);
   flint_list_remove (&r->link);
+  flint__engine_stats_forget (r);
   {
     flint_version_t *v = r->version;
     replica_free (r);
@@ -881,6 +933,12 @@ flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_
       for (size_t i = 0; i < f->spawned->n_phases_ms; i++)
         if (strcmp (f->spawned->phases_ms[i]->key, "total") == 0)
           r->phases_ms[FLINT_RPHASE_SANDBOX] = f->spawned->phases_ms[i]->value;
+      for (size_t i = 0; i < f->spawned->n_phases_ms && r->n_sandbox_phases < 8; i++, r->n_sandbox_phases++)
+        {
+          snprintf (r->sandbox_phase_names[r->n_sandbox_phases], sizeof r->sandbox_phase_names[0], "%s",
+                    f->spawned->phases_ms[i]->key);
+          r->sandbox_phases_ms[r->n_sandbox_phases] = f->spawned->phases_ms[i]->value;
+        }
       break;
     case FLINT__NODE__V1__NODE_FRAME__MSG_EXITED:
       r = flint_map_get (&h->d->replicas, f->exited->replica_id);

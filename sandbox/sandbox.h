@@ -36,7 +36,7 @@ typedef struct flint_sandbox_spec_s {
   uint32_t pids_max;         /* 0 = no limit */
   uint64_t tmp_bytes;        /* size of /tmp */
   uint32_t nofile;           /* RLIMIT_NOFILE */
-  bool network;              /* share the host network namespace (outbound access) */
+  bool network;              /* outbound access through slirp4netns (own netns kept) */
   bool gpu;                  /* expose /dev/nvidia* */
   const char *hostname;
   /* fds handed to the worker: become its fds 1 and 2; not closed. The worker's channel (fd 3)

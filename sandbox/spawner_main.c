@@ -2,6 +2,7 @@
  * fd 3; not meant to be run by hand. Options mirror flintd's sandbox settings. */
 #include "spawner.h"
 #include "flint/log.h"
+#include "flint/util.h"
 #include "flint-config.h"
 
 #include <stdio.h>
@@ -45,5 +46,10 @@ main (int argc, char **argv)
       fprintf (stderr, "flint-spawner: fd 3 is not a socket: flintd starts this program\n");
       return 2;
     }
+  /* Hold nothing but stdio and the socket: descriptors flintd's own parent left open (libuv
+   * only passes what it was told, but cannot close what the daemon inherited) would otherwise
+   * live as long as every sandbox. */
+  flint_set_cloexec (3, true);
+  flint_close_fds_except (4, NULL, 0);
   return flint_spawner_main (3, &opts);
 }

@@ -63,8 +63,8 @@ static int
 exec_init (flint_ctx_t *ctx)
 {
   exec_state_t *st = &exec_state;
-  char type;
-  uint32_t len;
+  char type = 0;
+  uint32_t len = 0;
 
   if (read_header (ctx, st, &type, &len) < 0)
     return flint_set_error (ctx, "before it was ready: %s", flint__ctx_error (ctx));
@@ -96,8 +96,8 @@ exec_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
     }
   for (;;)
     {
-      char type;
-      uint32_t len;
+      char type = 0;
+      uint32_t len = 0;
       ssize_t n;
 
       flint__ctx_clear_error (ctx);

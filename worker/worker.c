@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -71,6 +72,9 @@ struct flint_ctx_s {
   char replica_id[128];
   uint64_t max_payload;
   uint32_t max_concurrency;
+  uint32_t cpu_millis;
+  char *path;
+  char *draft_path;
 
   char *config_keys[MAX_CONFIG];
   char *config_vals[MAX_CONFIG];
@@ -178,6 +182,30 @@ flint_set_error (flint_ctx_t *ctx, const char *fmt, ...)
   return -1;
 }
 
+uint32_t
+flint__ctx_max_concurrency (const flint_ctx_t *ctx)
+{
+  return ctx->max_concurrency;
+}
+
+uint32_t
+flint__ctx_cpu_millis (const flint_ctx_t *ctx)
+{
+  return ctx->cpu_millis;
+}
+
+const char *
+flint__ctx_path (const flint_ctx_t *ctx)
+{
+  return ctx->path;
+}
+
+const char *
+flint__ctx_draft_path (const flint_ctx_t *ctx)
+{
+  return ctx->draft_path;
+}
+
 const char *
 flint__ctx_error (flint_ctx_t *ctx)
 {
@@ -267,17 +295,23 @@ flint_user (flint_ctx_t *ctx)
   return ctx->user;
 }
 
+/* The request the calling thread is running (0 outside an invoke), for flint_log_line. */
+static __thread uint64_t current_request;
+
 void
 flint_log_line (flint_ctx_t *ctx, const char *fmt, ...)
 {
   char line[2048];
   va_list ap;
-  int n;
+  int n = 0, k;
 
   (void) ctx;
+  if (current_request)
+    n = snprintf (line, sizeof line, "[request %llu] ", (unsigned long long) current_request);
   va_start (ap, fmt);
-  n = vsnprintf (line, sizeof line - 1, fmt, ap);
+  k = vsnprintf (line + n, sizeof line - 1 - (size_t) n, fmt, ap);
   va_end (ap);
+  n = k < 0 ? -1 : n + k;
   if (n < 0)
     return;
   if ((size_t) n > sizeof line - 2)
@@ -350,7 +384,9 @@ run_invoke (flint_ctx_t *ctx, const Flint__Worker__V1__Invoke *inv)
     out.deadline_ns = flint_now_ns () + inv->deadline_ms * 1000000ull;
   if (ctx->nthreads > 0)
     inflight_set (ctx, &out, true);
+  current_request = inv->request_id;
   r = ctx->fn.invoke (ctx, &in, &out);
+  current_request = 0;
   if (ctx->nthreads > 0)
     inflight_set (ctx, &out, false);
 
@@ -475,6 +511,9 @@ handle_load (flint_ctx_t *ctx, const Flint__Worker__V1__Load *load)
   snprintf (ctx->replica_id, sizeof ctx->replica_id, "%s", load->replica_id);
   ctx->max_payload = load->max_payload ? load->max_payload : 6u << 20;
   ctx->max_concurrency = load->max_concurrency ? load->max_concurrency : 1;
+  ctx->cpu_millis = load->cpu_millis;
+  ctx->path = xstrdup (load->path);
+  ctx->draft_path = load->draft_path && load->draft_path[0] ? xstrdup (load->draft_path) : NULL;
   for (size_t i = 0; i < load->n_config && ctx->n_config < MAX_CONFIG; i++, ctx->n_config++)
     {
       ctx->config_keys[ctx->n_config] = xstrdup (load->config[i]->key);
@@ -611,6 +650,8 @@ static void
 ctx_free (flint_ctx_t *ctx)
 {
   free (ctx->endpoint);
+  free (ctx->draft_path);
+  free (ctx->path);
   for (size_t i = 0; i < ctx->n_config; i++)
     {
       free (ctx->config_keys[i]);
@@ -788,7 +829,20 @@ flint_worker_run (int chan)
           status = 70;
           goto out;
         }
-      ssize_t n = read (chan, space, room);
+      /* Never sleep in read(2): a unix stream socket has one wait queue for both directions, so
+       * a reader blocked in read is woken (for nothing) each time flintd consumes a frame we
+       * wrote. poll(2) waits for POLLIN only, which saves a context switch per request. */
+      ssize_t n = recv (chan, space, room, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        {
+          struct pollfd pfd = { .fd = chan, .events = POLLIN };
+          if (poll (&pfd, 1, -1) < 0 && errno != EINTR)
+            {
+              status = 70;
+              goto out;
+            }
+          continue;
+        }
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)

@@ -39,6 +39,13 @@ int flint__load_llm (flint_ctx_t *ctx, const char *path, flint_function_t *fn, f
  * Returns the process exit status. */
 int flint_worker_run (int chan);
 
+/* What the Load frame said, for loaders: concurrency cap, CPU allowance (thousandths of a core,
+ * 0 = no limit), the function's path, the draft model directory of an llm (NULL = none). */
+uint32_t flint__ctx_max_concurrency (const flint_ctx_t *ctx);
+uint32_t flint__ctx_cpu_millis (const flint_ctx_t *ctx);
+const char *flint__ctx_path (const flint_ctx_t *ctx);
+const char *flint__ctx_draft_path (const flint_ctx_t *ctx);
+
 /* The message set by flint_set_error()/flint_fail() during init or a hook, or "" (for loaders). */
 const char *flint__ctx_error (flint_ctx_t *ctx);
 void flint__ctx_clear_error (flint_ctx_t *ctx);

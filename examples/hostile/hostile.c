@@ -17,6 +17,7 @@
 #include <linux/reboot.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -98,6 +100,82 @@ attack (const char *name, const char *arg)
                 "chroot pivot-root clone-newns load-module bpf perf-event keyctl userfaultfd io-uring "
                 "write-proc-sys write-sys reboot setuid-root mknod read-secrets raw-socket dev-mem "
                 "open-by-handle");
+  /* probes (not attacks): what the sandbox shows, for the tests to compare */
+  if (strcmp (name, "list-dev") == 0)
+    {
+      DIR *d = opendir ("/dev");
+      struct dirent *de;
+      if (d == NULL)
+        return say ("error: opendir /dev: %s", strerror (errno));
+      while ((de = readdir (d)) != NULL)
+        if (de->d_name[0] != '.')
+          say ("%s\n", de->d_name);
+      closedir (d);
+      return 0;
+    }
+  if (strcmp (name, "list-mounts") == 0)
+    {
+      /* mount points, as the sandbox's own /proc reports them */
+      FILE *f = fopen ("/proc/self/mountinfo", "re");
+      char line[1024];
+      if (f == NULL)
+        return say ("error: open mountinfo: %s", strerror (errno));
+      while (fgets (line, sizeof line, f))
+        {
+          char point[512];
+          if (sscanf (line, "%*s %*s %*s %*s %511s", point) == 1)
+            say ("%s\n", point);
+        }
+      fclose (f);
+      return 0;
+    }
+  if (strcmp (name, "rlimits") == 0)
+    {
+      struct rlimit nofile, core;
+      if (getrlimit (RLIMIT_NOFILE, &nofile) < 0 || getrlimit (RLIMIT_CORE, &core) < 0)
+        return say ("error: getrlimit: %s", strerror (errno));
+      return say ("nofile %llu %llu core %llu %llu", (unsigned long long) nofile.rlim_cur,
+                  (unsigned long long) nofile.rlim_max, (unsigned long long) core.rlim_cur,
+                  (unsigned long long) core.rlim_max);
+    }
+  if (strcmp (name, "connect-to") == 0)
+    {
+      /* arg "IP:PORT"; a 3 s budget, so an unanswered SYN does not hold the request */
+      struct sockaddr_in sa = { .sin_family = AF_INET };
+      char ip[64];
+      const char *colon = strrchr (arg, ':');
+      struct pollfd pfd;
+      int fd, r, e = 0;
+      socklen_t elen = sizeof e;
+      if (colon == NULL || (size_t) (colon - arg) >= sizeof ip)
+        return say ("error: expected IP:PORT");
+      memcpy (ip, arg, (size_t) (colon - arg));
+      ip[colon - arg] = '\0';
+      sa.sin_port = htons ((unsigned short) atoi (colon + 1));
+      if (inet_pton (AF_INET, ip, &sa.sin_addr) != 1)
+        return say ("error: bad address `%s`", ip);
+      fd = socket (AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (fd < 0)
+        return say ("failed: socket: %s", strerror (errno));
+      r = connect (fd, (struct sockaddr *) &sa, sizeof sa);
+      if (r < 0 && errno == EINPROGRESS)
+        {
+          pfd.fd = fd;
+          pfd.events = POLLOUT;
+          r = poll (&pfd, 1, 3000);
+          if (r == 0)
+            e = ETIMEDOUT;
+          else if (r < 0 || getsockopt (fd, SOL_SOCKET, SO_ERROR, &e, &elen) < 0)
+            e = errno;
+          r = e ? -1 : 0;
+          errno = e;
+        }
+      e = errno;
+      close (fd);
+      if (r == 0)
+        return say ("connected %s", arg);
+      return say ("failed: connect %s: %s", arg, strerror (e));
+    }
   if (strcmp (name, "read-shadow") == 0)
     return read_file ("/etc/shadow");
   if (strcmp (name, "read-path") == 0)

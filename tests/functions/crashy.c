@@ -124,6 +124,18 @@ flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
     return reply (out, "%d", checkpoints);
   if (strcmp (cmd, "pid") == 0)
     return reply (out, "%d", (int) getpid ());
+  if (strncmp (cmd, "slowstream:", 11) == 0)
+    {
+      /* a chunk every 20 ms, ignoring cancellation: a client that leaves mid-stream must not
+       * hurt flintd while the chunks keep coming */
+      int k = atoi (cmd + 11);
+      for (int i = 0; i < k; i++)
+        {
+          reply (out, "chunk %d\n", i);
+          usleep (20000);
+        }
+      return 0;
+    }
   if (strncmp (cmd, "stream:", 7) == 0)
     {
       int k = atoi (cmd + 7);
@@ -137,7 +149,8 @@ flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
       fprintf (stdout, "stdout says %s\n", cmd + 4);
       fflush (stdout);
       fprintf (stderr, "stderr says %s\n", cmd + 4);
-      return reply (out, "logged");
+      flint_log_line (ctx, "log line says %s", cmd + 4);
+      return reply (out, "logged %llu", (unsigned long long) in->request_id);
     }
   return flint_output_write (out, in->data, in->len);
 }

@@ -75,11 +75,16 @@ def free_port():
 class Flintd:
     """One flintd on its own state and run directories."""
 
-    def __init__(self, *extra, sandbox=None, snapshots=True):
+    def __init__(self, *extra, sandbox=None, snapshots=True, wrap=(), pass_fds=()):
+        """`wrap`: a command flintd runs under (e.g. a namespace set-up; the socket then lives
+        outside the run directory, whose tmpfs the test's namespace may not see); `pass_fds`:
+        descriptors flintd inherits (as a careless parent would leave them)."""
+        self.wrap = list(wrap)
+        self.pass_fds = tuple(pass_fds)
         self.dir = tempfile.mkdtemp(prefix="flint-it-")
         self.state = os.path.join(self.dir, "state")
         self.run = os.path.join(self.dir, "run")
-        self.sock = os.path.join(self.run, "flintd.sock")
+        self.sock = os.path.join(self.dir if self.wrap else self.run, "flintd.sock")
         self.port = free_port()
         self.http_port = free_port()
         self.extra = list(extra)
@@ -98,9 +103,9 @@ class Flintd:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [FLINTD, "--state-dir", self.state, "--run-dir", self.run, "--socket", self.sock,
+            self.wrap + [FLINTD, "--state-dir", self.state, "--run-dir", self.run, "--socket", self.sock,
              "--listen", "127.0.0.1:%d" % self.port, "--http", "127.0.0.1:%d" % self.http_port] + self.extra,
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, pass_fds=self.pass_fds)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:

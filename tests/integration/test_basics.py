@@ -19,6 +19,42 @@ class Basics(FlintTestCase):
         self.assertEqual(self.flintd.cli("invoke", "echo", "--file", p).stdout, data)
         self.assertEqual(self.flintd.cli("invoke", "echo", "-", input=b"from stdin").stdout, b"from stdin")
 
+    def test_01b_deploy_shows_progress_on_a_terminal(self):
+        import pty
+        import select
+        d = make_bundle(self.tmp, "progress", "name: {name}\nfunction: crashy.so\n",
+                        {"crashy.so": build_path("tests", "functions", "crashy.so"),
+                         "blob.bin": os.urandom(3 << 20)})  # several 1 MiB chunks
+        master, slave = pty.openpty()
+        env = dict(os.environ, FLINT_ADDR="unix:" + self.flintd.sock)
+        p = subprocess.Popen([flinttest.FLINT, "deploy", d], stdout=subprocess.PIPE, stderr=slave, env=env)
+        os.close(slave)
+        seen = b""
+        while True:
+            r, _, _ = select.select([master], [], [], 60)
+            if not r:
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the CLI closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(master)
+        out = p.stdout.read().decode()
+        p.stdout.close()
+        self.assertEqual(p.wait(60), 0, seen)
+        self.assertIn("deployed progress version 1", out)
+        self.assertIn(b"packing", seen)
+        bars = [b for b in seen.split(b"\r") if b.strip().startswith(b"uploading [")]
+        self.assertGreaterEqual(len(bars), 3, seen)  # updated per chunk
+        self.assertIn(b"[##############################]", bars[-1])  # complete at the end
+        done, total = bars[-1].split(b"]")[1].split(b"MiB/s")[0].rsplit(b" ", 2)[0].split(b" / ")
+        self.assertEqual(done.strip(), total.strip(), bars[-1])  # all bytes sent
+        self.assertTrue(total.strip().endswith(b"MiB"), bars[-1])
+        self.assertIn(b"waiting for the new version to start", seen)
+
     def test_02_python_grpc_client(self):
         s = stubs()
         self.flintd.cli("deploy", build_path("examples", "echo"))
@@ -88,6 +124,13 @@ class Basics(FlintTestCase):
         with self.assertRaises(s.grpc.RpcError) as cm:
             s.health_rpc.HealthStub(ch).Check(s.health_pb.HealthCheckRequest(service="nope"), timeout=5)
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.NOT_FOUND)
+        # Watch: the current status first, and the stream stays open
+        watch = s.health_rpc.HealthStub(ch).Watch(s.health_pb.HealthCheckRequest(), timeout=10)
+        self.assertEqual(next(watch).status, s.health_pb.HealthCheckResponse.SERVING)
+        watch.cancel()
+        unknown = s.health_rpc.HealthStub(ch).Watch(s.health_pb.HealthCheckRequest(service="nope"), timeout=10)
+        self.assertEqual(next(unknown).status, s.health_pb.HealthCheckResponse.SERVICE_UNKNOWN)
+        unknown.cancel()
         ch.close()
 
     def test_08_warm_example_uses_its_weights(self):
@@ -100,11 +143,13 @@ class Basics(FlintTestCase):
 
     def test_09_logs(self):
         self.deploy_crashy("talker")
-        self.flintd.invoke("talker", "log:hello-logs")
-        out = self.flintd.wait_for(lambda: (lambda o: o if b"stderr says hello-logs" in o else None)(
+        rid = self.flintd.invoke("talker", "log:hello-logs").payload.split()[1]
+        out = self.flintd.wait_for(lambda: (lambda o: o if b"log line says hello-logs" in o else None)(
             self.flintd.cli("logs", "talker").stdout), what="log lines")
         self.assertIn(b"stdout: stdout says hello-logs", out)
         self.assertIn(b"stderr: stderr says hello-logs", out)
+        # flint_log_line tags the line with the request it was called for
+        self.assertIn(b"stderr: [request " + rid + b"] log line says hello-logs", out)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,22 @@ class Crashes(FlintTestCase):
             self.flintd.stub().Invoke(s.pb.InvokeRequest(endpoint="hanger", payload=b"sleep:3000"), timeout=0.5)
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
 
+    def test_client_leaving_a_stream_midway(self):
+        # the function keeps streaming after the client cancelled: its chunks have nowhere to
+        # go, and flintd must simply drop them
+        s = stubs()
+        self.deploy_crashy("chatty")
+        call = self.flintd.stub().InvokeStream(s.pb.InvokeRequest(endpoint="chatty", payload=b"slowstream:25"),
+                                               timeout=30)
+        self.assertEqual(next(call).data, b"chunk 0\n")
+        call.cancel()
+        time.sleep(0.8)
+        self.assertIsNone(self.flintd.proc.poll(), "flintd died")
+        self.assertEqual(self.flintd.invoke("chatty", "after").payload, b"after")
+        chunks = list(self.flintd.stub().InvokeStream(s.pb.InvokeRequest(endpoint="chatty", payload=b"slowstream:3"),
+                                                      timeout=30))
+        self.assertEqual(len(chunks), 3)
+
     def test_function_error_is_reported(self):
         s = stubs()
         self.deploy_crashy("failer")

@@ -152,6 +152,18 @@ main (void)
     ok (try_extract (e, 1, "symrel", &err) < 0, "symlink leaving the bundle refused: %s", err.msg);
   }
   {
+    /* each link is inside on its own; `a/l2` goes through `a/l` and leaves (found by fuzz-bundle) */
+    entry_t e[] = { { "a", AE_IFDIR, "" }, { "a/l", AE_IFLNK, ".." }, { "a/l2", AE_IFLNK, "l/.." } };
+    ok (try_extract (e, 3, "chain", &err) < 0 && strstr (err.msg, "`a/l2` leads outside the bundle"),
+        "a chain of links leaving the bundle refused: %s", err.msg);
+  }
+  {
+    entry_t e[] = { { "a", AE_IFDIR, "" }, { "a/l", AE_IFLNK, ".." }, { "a/l2", AE_IFLNK, "l/a" },
+                    { "gone", AE_IFLNK, "nowhere" } };
+    ok (try_extract (e, 4, "chain-ok", &err) == 0, "links through links that stay inside, and dangling ones, kept: %s",
+        err.msg);
+  }
+  {
     entry_t e[] = { { "d", AE_IFLNK, "." }, { "d/x", AE_IFREG, "x" } };
     ok (try_extract (e, 2, "through", &err) < 0, "writing through a planted symlink refused: %s", err.msg);
   }

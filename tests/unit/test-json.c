@@ -38,6 +38,10 @@ main (void)
   ok (parse ("[1, 2", &doc, err) == NULL, "unterminated array rejected");
   ok (parse ("\"\\ud800\"", &doc, err) == NULL, "lone surrogate rejected");
   ok (parse ("01", &doc, err) == NULL, "leading zero rejected");
+  ok (parse ("[1e999]", &doc, err) == NULL && strstr (err, "column 2: number out of range"),
+      "a number beyond double range rejected, not made infinite: %s", err);
+  ok (parse ("-1e-999", &doc, err) != NULL, "an underflowing number is zero, not an error");
+  flint_json_doc_free (doc);
   ok (parse ("{} x", &doc, err) == NULL, "trailing garbage rejected");
   ok (parse ("\"a\nb\"", &doc, err) == NULL, "raw control character in string rejected");
   {

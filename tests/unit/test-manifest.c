@@ -1,6 +1,8 @@
 /* Unit tests of runtime/manifest.c: defaults, every error names file:line:col and the field. */
 #include "tap.h"
 #include "manifest.h"
+#include "flint/buf.h"
+#include "flint/util.h"
 
 static int
 parse (const char *yaml, flint_manifest_t **m, flint_error_t *err)
@@ -31,6 +33,13 @@ main (void)
       "sizes, millicores, llm defaults");
   flint_manifest_free (m);
 
+  ok (parse ("name: small\nkind: llm\nresources:\n  memory: 256Mi\n", &m, &err) == 0
+          && m->resources.memory_bytes == 256u << 20,
+      "an llm's explicit 256Mi is kept (only an absent memory gets the 4Gi llm default)");
+  flint_manifest_free (m);
+  ok (parse ("name: big\nkind: llm\n", &m, &err) == 0 && m->resources.memory_bytes == 4ull << 30, "llm default 4Gi");
+  flint_manifest_free (m);
+
   ok (parse ("name: x\nfunction: f.so\nresources:\n  memory: lots\n", &m, &err) < 0, "bad size rejected");
   contains (err.msg, "dir/flint.yaml:4:11: field `memory`", "names file, line, column and field: %s", err.msg);
   ok (err.code == FLINT_EINVAL, "INVALID_ARGUMENT");
@@ -45,7 +54,24 @@ main (void)
   ok (parse ("name: x\n", &m, &err) < 0, "native without function rejected");
   contains (err.msg, "field `function` is required", "%s", err.msg);
   ok (parse ("name: x\nfunction: f\nmin_replicas: 5\nmax_replicas: 2\n", &m, &err) < 0, "min > max rejected");
-  contains (err.msg, "min_replicas", "%s", err.msg);
+  contains (err.msg, "dir/flint.yaml:3:15: field `min_replicas`", "a cross-field rule points at its knob: %s", err.msg);
+  {
+    /* many config keys parse in linear time (the duplicate check is a hash set) */
+    flint_buf_t big = FLINT_BUF_INIT;
+    uint64_t t0;
+    flint_buf_printf (&big, "name: x\nfunction: f\nconfig:\n");
+    for (int i = 0; i < 60000; i++)
+      flint_buf_printf (&big, "  k%d: v\n", i);
+    t0 = flint_now_ns ();
+    ok (flint_manifest_parse (big.data, big.len, "big.yaml", &m, &err) == 0 && m->n_config == 60000,
+        "60000 config keys parse");
+    ok (flint_now_ns () - t0 < 5000000000ull, "in well under 5 s (%.0f ms)", (double) (flint_now_ns () - t0) / 1e6);
+    flint_manifest_free (m);
+    flint_buf_printf (&big, "  k17: again\n");
+    ok (flint_manifest_parse (big.data, big.len, "big.yaml", &m, &err) < 0, "a duplicate config key is refused");
+    contains (err.msg, "`k17` is given twice", "%s", err.msg);
+    flint_buf_free (&big);
+  }
   ok (parse ("name: [x\n", &m, &err) < 0, "YAML syntax error");
   contains (err.msg, "dir/flint.yaml:", "syntax error has a position: %s", err.msg);
   ok (parse ("", &m, &err) < 0, "empty manifest rejected");

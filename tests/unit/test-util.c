@@ -1,11 +1,16 @@
-/* Unit tests of common/util.c, frame.c and map.c. */
+/* Unit tests of common/: util.c, frame.c (both readers, descriptor passing), map.c, error.c,
+ * buf.c's JSON strings and pbjson.c. */
 #include "tap.h"
+#include "flint/buf.h"
+#include "flint/error.h"
 #include "flint/frame.h"
+#include "flint/pbjson.h"
 #include "flint/map.h"
 #include "flint/util.h"
 #include "flint/worker/v1/worker.pb-c.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +24,9 @@ main (void)
   ok (flint_parse_size ("1G", &v) == 0 && v == 1000000000ull, "1G is decimal");
   ok (flint_parse_size ("1.5Gi", &v) == 0 && v == 3ull << 29, "fractions");
   ok (flint_parse_size ("12", &v) == 0 && v == 12, "bare bytes");
+  ok (flint_parse_size ("nan", &v) < 0 && flint_parse_size ("infMi", &v) < 0 && flint_parse_duration_ms ("nan", &v) < 0
+          && flint_parse_duration_ms ("inf", &v) < 0 && flint_parse_duration_ms ("NaNms", &v) < 0,
+      "NaN and infinity refused (found by fuzz-manifest: their conversion was undefined)");
   ok (flint_parse_size ("-1", &v) < 0 && flint_parse_size ("5 parsecs", &v) < 0 && flint_parse_size ("", &v) < 0,
       "bad sizes refused");
   ok (flint_parse_duration_ms ("250ms", &v) == 0 && v == 250, "250ms");
@@ -77,8 +85,74 @@ main (void)
       free (enc);
       flint_frame_reader_free (&rd);
     }
-    close (sv[0]);
+    /* a descriptor rides with a frame and arrives close-on-exec */
+    {
+      int pfd[2], got_fd[2] = { -1, -1 }, fl;
+      size_t nf = 2;
+      pipe2 (pfd, O_CLOEXEC);
+      ok (flint_frame_send (sv[0], &f.base, &pfd[1], 1) == 0, "send a frame with an fd");
+      ok (flint_frame_recv (sv[1], 1024, &got, &len, got_fd, &nf) == 1 && nf == 1, "one fd received");
+      fl = fcntl (got_fd[0], F_GETFD);
+      ok (fl >= 0 && (fl & FD_CLOEXEC), "received fd is close-on-exec");
+      ok (write (got_fd[0], "x", 1) == 1 && read (pfd[0], buf, 1) == 1 && buf[0] == 'x', "and is the pipe we sent");
+      free (got);
+      close (got_fd[0]);
+      close (pfd[0]);
+      close (pfd[1]);
+    }
+    /* the peer goes away in the middle of a frame */
+    {
+      uint8_t *enc;
+      size_t elen;
+      flint_frame_encode (&f.base, 1024, &enc, &elen);
+      (void) !write (sv[0], enc, elen - 1);
+      close (sv[0]);
+      ok (flint_frame_recv (sv[1], 1024, &got, &len, NULL, NULL) == -EPROTO, "truncated frame: -EPROTO");
+      ok (flint_frame_recv (sv[1], 1024, &got, &len, NULL, NULL) == 0, "then a clean end of stream");
+      free (enc);
+    }
     close (sv[1]);
+  }
+
+  /* errors: context is prepended, the code kept, the length bounded */
+  {
+    flint_error_t err = FLINT_ERROR_INIT;
+    char big[3000];
+    flint_error_set_errno (&err, FLINT_EINTERNAL, ENOENT, "open `%s`", "x");
+    flint_error_prefix (&err, "deploy `%s`", "echo");
+    is_str (err.msg, "deploy `echo`: open `x`: No such file or directory", "context prepended");
+    ok (err.code == FLINT_EINTERNAL, "code kept");
+    memset (big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    flint_error_prefix (&err, "%s", big);
+    ok (strlen (err.msg) == FLINT_ERROR_MSG_MAX - 1, "a long prefix truncates, never overflows");
+  }
+
+  /* JSON strings and proto→JSON */
+  {
+    flint_buf_t b = FLINT_BUF_INIT;
+    Flint__Worker__V1__Pong pong = FLINT__WORKER__V1__PONG__INIT;
+    Flint__Worker__V1__Pong__StatsEntry e = FLINT__WORKER__V1__PONG__STATS_ENTRY__INIT, *ep = &e;
+    Flint__Worker__V1__Result res = FLINT__WORKER__V1__RESULT__INIT;
+    flint_buf_json_string (&b, "q\"\\\n\x01\xff\xc3\xa9", 8);
+    is_str (b.data, "\"q\\\"\\\\\\n\\u0001\xef\xbf\xbd\xc3\xa9\"",
+            "escapes, control characters, invalid UTF-8 replaced, valid UTF-8 kept");
+    flint_buf_reset (&b);
+    e.key = (char *) "tok/s";
+    e.value = 12.5;
+    pong.seq = 7;
+    pong.n_stats = 1;
+    pong.stats = &ep;
+    flint_pbjson_render (&pong.base, &b);
+    is_str (b.data, "{\"seq\":7,\"completed\":0,\"stats\":{\"tok/s\":12.5}}", "message with a map");
+    flint_buf_reset (&b);
+    res.request_id = 1;
+    res.message = (char *) "";
+    res.data.data = (uint8_t *) "hi!";
+    res.data.len = 3;
+    flint_pbjson_render (&res.base, &b);
+    contains (b.data, "\"data\":\"aGkh\"", "bytes as base64: %s", b.data);
+    flint_buf_free (&b);
   }
 
   /* map */

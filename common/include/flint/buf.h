@@ -21,7 +21,7 @@ void flint_buf_append (flint_buf_t *b, const void *data, size_t len);
 void flint_buf_puts (flint_buf_t *b, const char *s);
 void flint_buf_putc (flint_buf_t *b, char c);
 void flint_buf_printf (flint_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void flint_buf_vprintf (flint_buf_t *b, const char *fmt, va_list ap);
+void flint_buf_vprintf (flint_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Appends `s` as a JSON string literal, quotes included, escaping as RFC 8259 requires.
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 void flint_buf_json_string (flint_buf_t *b, const char *s, size_t len);

@@ -1,7 +1,7 @@
 /* Daemon logging: one line per event on stderr, each carrying the process role.
  *
  * Library code does not log: it returns errors. Only front-ends and the daemons' top-level
- * handlers call these. Secrets are never passed here (see docs/SECURITY.md). */
+ * handlers call these. Secrets are never passed here (see docs/SANDBOX.md, "Secrets"). */
 #ifndef FLINT_LOG_H
 #define FLINT_LOG_H
 
