@@ -190,6 +190,8 @@ start_helper (flint_daemon_t *d)
   const char *criu = getenv ("FLINT_CRIU");
   int i = 0;
 
+  d->snapshotter.d = d;
+  d->snapshotter.name = "snapshotter";
   if (!d->cfg.snapshots)
     {
       snprintf (d->snapshots_off, sizeof d->snapshots_off, "snapshots are disabled on this node (flintd --no-snapshots)");
@@ -214,8 +216,6 @@ start_helper (flint_daemon_t *d)
                 strerror (errno));
       return;
     }
-  d->snapshotter.d = d;
-  d->snapshotter.name = "snapshotter";
   d->snapshotter.frame_cb = flint__snapshot_on_helper_frame;
   d->snapshotter.lost_cb = snapshotter_lost;
   d->snapshotter.status_cb = status_cb;
@@ -454,6 +454,8 @@ flint__snapshots_start (flint_daemon_t *d)
 void
 flint__snapshots_stop (flint_daemon_t *d)
 {
+  if (d->snapshotter.d == NULL)
+    return; /* flint__snapshots_start did not run (a start-up that failed before it) */
   /* closing its socket makes it kill its replicas, release its slots and exit */
   flint__helper_stop (&d->snapshotter);
   flint__replicas_helper_lost (&d->snapshotter);
