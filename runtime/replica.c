@@ -27,7 +27,14 @@
 
 typedef Flint__Worker__V1__Frame wframe_t;
 
-enum { PHASE_SANDBOX, PHASE_CONNECT, PHASE_INIT, PHASE_TOTAL };
+/* r->phases_ms is indexed by FLINT_PHASE_* (metrics.h); connecting (exec → Hello) is a cold
+ * start's own step, kept in the slot after them. */
+enum {
+  PHASE_SANDBOX = FLINT_PHASE_SANDBOX,
+  PHASE_INIT = FLINT_PHASE_INIT,
+  PHASE_TOTAL = FLINT_PHASE_TOTAL,
+  PHASE_CONNECT = FLINT_PHASE_COUNT,
+};
 
 const char *
 flint__replica_state_name (flint_replica_state_t s)
@@ -186,6 +193,9 @@ startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
 
   if (r->state == FLINT_REPLICA_STARTING && ep->replicas_starting > 0)
     ep->replicas_starting--;
+  ep->metrics.replica_failures++;
+  if (r->deploy == NULL && r->version == ep->current)
+    flint__autoscale_start_failed (ep, msg);
   flint_warn ("endpoint `%s` replica %s failed to start: %s", ep->name, r->id, msg);
   snprintf (ep->last_error, sizeof ep->last_error, "replica %s failed to start: %s", r->id, msg);
   flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", ep->last_error, strlen (ep->last_error));
@@ -236,6 +246,7 @@ became_ready (flint_replica_t *r, double init_ms)
   flint_info ("endpoint `%s` v%llu replica %s ready (%s, %.1f ms: sandbox %.1f, init %.1f)", ep->name,
               (unsigned long long) r->version->number, r->id, flint__tier_name (r->tier), r->phases_ms[PHASE_TOTAL],
               r->phases_ms[PHASE_SANDBOX], init_ms);
+  flint__autoscale_replica_ready (r);
   if (r->deploy)
     {
       flint_deploy_t *dep = r->deploy;
@@ -314,7 +325,8 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
         if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_CHUNK)
           {
             req->chunks_sent = true;
-            req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
+            if (req->sink) /* NULL once answered (cancelled, deadline): the output is dropped */
+              req->sink->chunk (req, f->chunk->data.data, f->chunk->data.len);
           }
         else
           {
@@ -624,6 +636,8 @@ finalize (flint_replica_t *r)
   if (!d->shutting_down && strncmp (reason, "stopped by flintd", 17) != 0)
     {
       char line[400];
+      if (r->ready_ns)
+        ep->metrics.replica_failures++; /* startup failures were counted by startup_failed */
       snprintf (line, sizeof line, "replica %s: %s", r->id, reason);
       flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", line, strlen (line));
       flint_warn ("endpoint `%s`: %s", ep->name, line);
