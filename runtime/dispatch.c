@@ -178,6 +178,8 @@ send_to (flint_request_t *req, flint_replica_t *r)
   (void) flint_channel_send (r->chan, &f.base, NULL, 0);
 }
 
+static void deadline_cb (uv_timer_t *t);
+
 void
 flint__dispatch_pump (flint_endpoint_t *ep)
 {
@@ -197,7 +199,10 @@ flint__dispatch_pump (flint_endpoint_t *ep)
             now = flint_now_ns ();
           if (now < req->not_before_ns)
             continue;
+          /* due: its timer goes back to the deadline (it was the backoff's) */
           req->not_before_ns = 0;
+          uv_timer_start (&req->timer, deadline_cb,
+                          now < req->deadline_ns ? (req->deadline_ns - now + 999999) / 1000000 : 0, 0);
         }
       r = pick_replica (ep);
       if (r == NULL)
@@ -228,6 +233,7 @@ deadline_cb (uv_timer_t *t)
   if (req->state == FLINT_REQ_QUEUED && now < req->deadline_ns)
     {
       /* a retry's backoff is over: back to the deadline, and off it goes if a replica has room */
+      req->not_before_ns = 0;
       uv_timer_start (&req->timer, deadline_cb, (req->deadline_ns - now + 999999) / 1000000, 0);
       flint__dispatch_pump (ep);
       flint__dispatch_scale_for_queue (ep);

@@ -239,14 +239,16 @@ class Autoscale(FlintTestCase):
         finally:
             load.stop()
         self.assertEqual(load.other, [])
-        # every request ended in success or in an explicit error that names the endpoint
+        # every request ended in success or in an explicit error that names the endpoint; with
+        # retries: 2 and one kill, the request it hit was retried elsewhere: no error at all
         for code, details in load.errors:
             self.assertIn("endpoint `victim`", details, (code, details))
+        self.assertEqual(load.errors, [])
         self.assertGreater(load.ok, 20)
         stats = f.status("victim")["stats"]
         self.assertGreaterEqual(int(stats["replica_failures"]), 1)
-        # the kill hit a request in flight (both replicas are always busy): it was retried or failed
-        self.assertGreaterEqual(int(stats["retries"]) + len(load.errors), 1)
+        # the kill hit a request in flight (both replicas are always busy): it was retried
+        self.assertGreaterEqual(int(stats["retries"]), 1)
         m = f.metrics()
         self.assertEqual(metric_value(m, "flint_replica_failures", endpoint="victim"), int(stats["replica_failures"]))
         self.assertEqual(metric_value(m, "flint_request_retries", endpoint="victim"), int(stats.get("retries", 0)))
