@@ -61,17 +61,24 @@ class Autoscale(FlintTestCase):
     def deploy(self, name, manifest_extra):
         return self.deploy_crashy(name, manifest_extra)
 
+    def ep(self, name):
+        """GetEndpoint over HTTP (the same JSON as `flint status --json`, without a process spawn):
+        polling stays fast on a loaded machine."""
+        status, _h, body = self.flintd.http("GET", "/v1/endpoints/" + name)
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
+
     def test_scale_to_zero_after_the_window_and_back(self):
         f = self.flintd
-        self.deploy("zero", "scaledown_window: 400ms\n")
+        self.deploy("zero", "scaledown_window: 1s\n")
         first = f.invoke("zero", "hello")
         self.assertEqual(first.payload, b"hello")
-        # still there shortly after the request: the window has not passed
-        time.sleep(0.15)
-        self.assertTrue(live_replicas(f.status("zero")), "scaled down before the window")
         t0 = time.time()
-        f.wait_for(lambda: not f.status("zero")["replicas"], timeout=10, what="scale to zero")
-        self.assertGreaterEqual(time.time() - t0, 0.15)
+        # still there shortly after the request: the window has not passed
+        time.sleep(0.2)
+        self.assertTrue(live_replicas(self.ep("zero")), "scaled down before the window")
+        f.wait_for(lambda: not self.ep("zero")["replicas"], timeout=10, what="scale to zero")
+        self.assertGreaterEqual(time.time() - t0, 0.9)
         before = f.status("zero")["stats"]
         # the next request brings a replica back and is served by it
         r = f.invoke("zero", "again")
@@ -98,7 +105,7 @@ class Autoscale(FlintTestCase):
         f = self.flintd
         s = stubs()
         self.deploy("burst", "max_replicas: 4\nscaledown_window: 200ms\n")
-        f.wait_for(lambda: not f.status("burst")["replicas"], timeout=10, what="scale to zero")
+        f.wait_for(lambda: not self.ep("burst")["replicas"], timeout=10, what="scale to zero")
         # keep what the burst starts for the rest of the test
         f.cli("scale", "burst", "scaledown_window=30s")
         before = f.status("burst")["stats"]
@@ -126,11 +133,11 @@ class Autoscale(FlintTestCase):
         self.deploy("qfull", "max_replicas: 1\nqueue_size: 2\nscaledown_window: 30s\n")
         f.invoke("qfull", "warm")
         stub = f.stub()
-        busy = stub.Invoke.future(s.pb.InvokeRequest(endpoint="qfull", payload=b"sleep:1500"), timeout=30)
-        f.wait_for(lambda: f.status("qfull")["replicas"][0]["in_flight"] == 1, what="the replica is busy")
+        busy = stub.Invoke.future(s.pb.InvokeRequest(endpoint="qfull", payload=b"sleep:3000"), timeout=30)
+        f.wait_for(lambda: self.ep("qfull")["replicas"][0]["in_flight"] == 1, what="the replica is busy")
         queued = [stub.Invoke.future(s.pb.InvokeRequest(endpoint="qfull", payload=b"q%d" % i), timeout=30)
                   for i in range(2)]
-        f.wait_for(lambda: f.status("qfull")["queue_length"] == 2, what="two queued")
+        f.wait_for(lambda: self.ep("qfull")["queue_length"] == 2, what="two queued")
         with self.assertRaises(s.grpc.RpcError) as cm:
             f.invoke("qfull", "one too many")
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -142,7 +149,7 @@ class Autoscale(FlintTestCase):
         self.assertEqual(err["code"], "RESOURCE_EXHAUSTED")
         self.assertIn("endpoint `qfull`", err["message"])
         # nothing that was admitted is lost
-        self.assertEqual(busy.result().payload, b"slept 1500 ms")
+        self.assertEqual(busy.result().payload, b"slept 3000 ms")
         self.assertEqual(sorted(q.result().payload for q in queued), [b"q0", b"q1"])
         p = f.cli("invoke", "qfull", "--data", "fine")
         self.assertEqual(p.stdout, b"fine")
@@ -162,18 +169,18 @@ class Autoscale(FlintTestCase):
         self.assertEqual(json.loads(body)["error"]["code"], "DEADLINE_EXCEEDED")
         # a queued request whose client deadline passes leaves the queue with 504
         f.cli("scale", "slow", "timeout=10s")
-        busy = f.stub().Invoke.future(s.pb.InvokeRequest(endpoint="slow", payload=b"sleep:1200"), timeout=30)
-        f.wait_for(lambda: any(r["in_flight"] for r in f.status("slow")["replicas"]), what="a busy replica")
+        busy = f.stub().Invoke.future(s.pb.InvokeRequest(endpoint="slow", payload=b"sleep:3000"), timeout=30)
+        f.wait_for(lambda: any(r["in_flight"] for r in self.ep("slow")["replicas"]), what="a busy replica")
         t0 = time.time()
         status, _h, body = f.http("POST", "/v1/endpoints/slow:invoke?timeout=250ms", body=b"late")
         self.assertEqual(status, 504, body)
-        self.assertLess(time.time() - t0, 1.0)
+        self.assertLess(time.time() - t0, 2.0)
         self.assertIn("no replica became available before the deadline", json.loads(body)["error"]["message"])
         with self.assertRaises(s.grpc.RpcError) as cm:
             f.invoke("slow", "late too", timeout=0.25)
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
-        self.assertEqual(f.status("slow")["queue_length"], 0)
-        self.assertEqual(busy.result().payload, b"slept 1200 ms")
+        self.assertEqual(self.ep("slow")["queue_length"], 0)
+        self.assertEqual(busy.result().payload, b"slept 3000 ms")
         codes = f.status("slow")["stats"]["requests_by_code"]
         self.assertGreaterEqual(int(codes["DEADLINE_EXCEEDED"]), 3)
 
@@ -183,13 +190,13 @@ class Autoscale(FlintTestCase):
         self.deploy("cancel", "max_replicas: 1\nscaledown_window: 30s\n")
         f.invoke("cancel", "warm")
         stub = f.stub()
-        busy = stub.Invoke.future(s.pb.InvokeRequest(endpoint="cancel", payload=b"sleep:800"), timeout=30)
-        f.wait_for(lambda: f.status("cancel")["replicas"][0]["in_flight"] == 1, what="busy")
+        busy = stub.Invoke.future(s.pb.InvokeRequest(endpoint="cancel", payload=b"sleep:2500"), timeout=30)
+        f.wait_for(lambda: self.ep("cancel")["replicas"][0]["in_flight"] == 1, what="busy")
         waiting = stub.Invoke.future(s.pb.InvokeRequest(endpoint="cancel", payload=b"never"), timeout=30)
-        f.wait_for(lambda: f.status("cancel")["queue_length"] == 1, what="queued")
+        f.wait_for(lambda: self.ep("cancel")["queue_length"] == 1, what="queued")
         waiting.cancel()
-        f.wait_for(lambda: f.status("cancel")["queue_length"] == 0, timeout=5, what="the queue to empty")
-        self.assertEqual(busy.result().payload, b"slept 800 ms")
+        f.wait_for(lambda: self.ep("cancel")["queue_length"] == 0, timeout=5, what="the queue to empty")
+        self.assertEqual(busy.result().payload, b"slept 2500 ms")
         st = f.status("cancel")
         self.assertEqual(int(st["stats"]["requests_by_code"]["CANCELLED"]), 1)
         # the cancelled request never reached the function
@@ -202,13 +209,13 @@ class Autoscale(FlintTestCase):
         load = LoadThreads(f, "live", "sleep:30", 6)
         try:
             time.sleep(0.5)
-            self.assertEqual(len(live_replicas(f.status("live"))), 1)
+            self.assertEqual(len(live_replicas(self.ep("live"))), 1)
             f.cli("scale", "live", "max_replicas=3")
-            f.wait_for(lambda: len([r for r in f.status("live")["replicas"] if r["state"] == "ready"]) == 3,
+            f.wait_for(lambda: len([r for r in self.ep("live")["replicas"] if r["state"] == "ready"]) == 3,
                        timeout=10, what="three ready replicas")
             time.sleep(0.5)
             f.cli("scale", "live", "max_replicas=1")
-            f.wait_for(lambda: len(live_replicas(f.status("live"))) == 1, timeout=10, what="back to one")
+            f.wait_for(lambda: len(live_replicas(self.ep("live"))) == 1, timeout=10, what="back to one")
             time.sleep(0.5)
         finally:
             load.stop()
@@ -224,16 +231,16 @@ class Autoscale(FlintTestCase):
     def test_replica_sigkilled_under_load(self):
         f = self.flintd
         self.deploy("victim", "max_replicas: 2\nmin_replicas: 2\nretries: 2\nscaledown_window: 30s\n")
-        f.wait_for(lambda: len([r for r in f.status("victim")["replicas"] if r["state"] == "ready"]) == 2,
+        f.wait_for(lambda: len([r for r in self.ep("victim")["replicas"] if r["state"] == "ready"]) == 2,
                    what="two ready replicas")
         load = LoadThreads(f, "victim", "sleep:40", 6)
         try:
             time.sleep(0.6)
-            victim = f.status("victim")["replicas"][0]
+            victim = self.ep("victim")["replicas"][0]
             os.kill(victim["pid"], signal.SIGKILL)
-            f.wait_for(lambda: victim["id"] not in [r["id"] for r in f.status("victim")["replicas"]],
+            f.wait_for(lambda: victim["id"] not in [r["id"] for r in self.ep("victim")["replicas"]],
                        what="the dead replica to go")
-            f.wait_for(lambda: len([r for r in f.status("victim")["replicas"] if r["state"] == "ready"]) == 2,
+            f.wait_for(lambda: len([r for r in self.ep("victim")["replicas"] if r["state"] == "ready"]) == 2,
                        what="a replacement")
             time.sleep(0.4)
         finally:
@@ -259,7 +266,7 @@ class Autoscale(FlintTestCase):
         s = stubs()
         f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=")
         self.deploy("flaky", "secrets: [initflag]\nscaledown_window: 200ms\n")
-        f.wait_for(lambda: not f.status("flaky")["replicas"], timeout=10, what="scale to zero")
+        f.wait_for(lambda: not self.ep("flaky")["replicas"], timeout=10, what="scale to zero")
         f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=broken on purpose")
         # a replica that cannot start fails the waiting request with the reason at once
         with self.assertRaises(s.grpc.RpcError) as cm:
@@ -278,7 +285,9 @@ class Autoscale(FlintTestCase):
         text = f.cli("status", "flaky").stdout.decode()
         self.assertIn("backoff", text)
         self.assertIn("next attempt at", text)
-        # during the backoff a request that cannot wait for the next attempt fails fast, saying why
+        # during the backoff (no attempt under way) a request that cannot wait for the next attempt
+        # fails at once, saying why
+        f.wait_for(lambda: not self.ep("flaky")["replicas"], timeout=10, what="the failed attempt to go")
         t0 = time.time()
         status, headers, body = f.http("POST", "/v1/endpoints/flaky:invoke?timeout=300ms", body=b"x")
         self.assertEqual(status, 503, body)
@@ -287,7 +296,7 @@ class Autoscale(FlintTestCase):
         self.assertIn("retry-after", headers)
         # fixed: the next attempt succeeds and the backoff resets
         f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=")
-        f.wait_for(lambda: any(r["state"] == "ready" for r in f.status("flaky")["replicas"]), timeout=20,
+        f.wait_for(lambda: any(r["state"] == "ready" for r in self.ep("flaky")["replicas"]), timeout=20,
                    what="a replica after the backoff")
         self.assertEqual(f.invoke("flaky", "fine").payload, b"fine")
         self.assertEqual(f.status("flaky")["stats"].get("start_failures", 0), 0)
