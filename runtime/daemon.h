@@ -325,7 +325,7 @@ void flint__request_complete (flint_request_t *req, flint_status_t code, const c
                               size_t len);
 /* A replica died: its in-flight requests fail (or are retried). */
 void flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint_status_t code);
-/* Ensures enough replicas are starting for the queue (until the autoscaler takes over). */
+/* Requests are waiting: lets the autoscaler start replicas for them now (flint__autoscale_up). */
 void flint__dispatch_scale_for_queue (flint_endpoint_t *ep);
 
 /* snapshot.c */
