@@ -149,6 +149,7 @@ def main():
     args = ap.parse_args()
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: install nghttp2-client (scripts/bootstrap does)")
+    load0 = open("/proc/loadavg").read().split()[0]
     tmp = tempfile.mkdtemp(prefix="flint-bench-frontdoor-")
     bare = None
     f = Flintd(args.build, tmp)
@@ -289,6 +290,9 @@ def main():
                    "**%s**." % (p99, restore, p99 / restore, "met" if goal else "missed",
                                 "" if "image" in restore_name else " (against the cold start: snapshots were not "
                                 "available in this run)", "met" if max_started <= 4 else "missed"))
+        out.append("")
+        out.append("Load average (1 min) when the run started: %s, when it ended: %s (2 cores; other work on the "
+                   "machine shows as noise above)." % (load0, open("/proc/loadavg").read().split()[0]))
         print("\n".join(out))
     finally:
         f.stop()
