@@ -5,6 +5,7 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import flinttest
@@ -174,16 +175,29 @@ class FrontDoor(FlintTestCase):
         f.wait_for(lambda: int(f.status("web")["stats"]["requests_by_code"].get("CANCELLED", 0)) >= 1, timeout=5,
                    what="the request cancelled")
 
-    def test_shutdown_with_an_idle_keep_alive_connection(self):
+    def test_shutdown_with_open_connections(self):
         # an idle HTTP/1.1 keep-alive connection must not hold flintd's exit (h2o only closes it
-        # when it reads EOF): restart flintd with one open
+        # when it reads EOF), and a request in progress gets an answer: restart flintd with both
         f = self.flintd
         conn = http.client.HTTPConnection("127.0.0.1", f.http_port, timeout=10)
         conn.request("GET", "/healthz")
         self.assertEqual(conn.getresponse().read(), b'{"status": "SERVING"}\n')
+        busy = {}
+
+        def slow():
+            busy["resp"] = f.http("POST", "/v1/endpoints/web:invoke", body=b"sleep:8000")
+
+        t = threading.Thread(target=slow)
+        t.start()
+        f.wait_for(lambda: any(r["in_flight"] for r in json.loads(f.http("GET", "/v1/endpoints/web")[2])["replicas"]),
+                   what="the slow request in flight")
         t0 = time.time()
         f.stop()
         self.assertLess(time.time() - t0, 2.5)
+        t.join(10)
+        status, _h, body = busy["resp"]
+        self.assertEqual(status, 503, body)
+        self.assertEqual(json.loads(body)["error"]["code"], "UNAVAILABLE")
         conn.close()
         self.assertNotIn("still open at exit", f.read_log())
         f.start()
