@@ -194,7 +194,7 @@ flint__endpoint_proto (flint_endpoint_t *ep, bool detailed)
       rm->state = dupstr (flint__replica_state_name (r->state));
       rm->in_flight = r->inflight;
       rm->tier = dupstr (flint__tier_name (r->tier));
-      rm->start_ms = r->phases_ms[FLINT_PHASE_TOTAL];
+      rm->start_ms = r->phases_ms[3];
       rm->requests = r->completed;
       rm->p50_ms = flint_hist_quantile (&r->latency, 0.5);
       rm->p99_ms = flint_hist_quantile (&r->latency, 0.99);

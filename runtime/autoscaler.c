@@ -307,7 +307,6 @@ void
 flint__autoscale_replica_ready (flint_replica_t *r)
 {
   flint_endpoint_t *ep = r->ep;
-  int tier = (int) r->tier;
 
   ep->as.start_failures = 0;
   ep->as.next_start_ns = 0;
@@ -315,12 +314,6 @@ flint__autoscale_replica_ready (flint_replica_t *r)
   /* a new replica counts as activity: it stays at least a scaledown_window (a deploy's first
    * replica serves the first requests instead of being stopped at once) */
   ep->as.last_busy_ns = flint_now_ns ();
-  if (tier < 0 || tier > 2)
-    return;
-  ep->metrics.cold_starts[tier]++;
-  for (int ph = 0; ph < FLINT_PHASE_COUNT; ph++)
-    if (r->phases_ms[ph] > 0 || ph == FLINT_PHASE_TOTAL)
-      flint_hist_observe (&ep->metrics.phases[tier][ph], r->phases_ms[ph]);
 }
 
 void

@@ -379,8 +379,8 @@ void flint__autoscale_now (flint_endpoint_t *ep);
 void flint__autoscale_up (flint_endpoint_t *ep);
 /* Integrates the endpoint's concurrency up to now; call before in-flight or queue counts change. */
 void flint__autoscale_account (flint_endpoint_t *ep);
-/* A replica became ready: its start is counted by tier and phase, the startup backoff resets.
- * Every path to READY (cold, image, parked) must call it once. */
+/* A replica became ready: the startup backoff resets and the endpoint counts as active.
+ * Every path to READY (cold, image, parked) calls it once (replica.c's became_ready). */
 void flint__autoscale_replica_ready (flint_replica_t *r);
 /* A replica of the serving version failed to start (not a deploy's probe): backoff grows. */
 void flint__autoscale_start_failed (flint_endpoint_t *ep, const char *reason);

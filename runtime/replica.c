@@ -27,14 +27,7 @@
 
 typedef Flint__Worker__V1__Frame wframe_t;
 
-/* r->phases_ms is indexed by FLINT_PHASE_* (metrics.h); connecting (exec → Hello) is a cold
- * start's own step, kept in the slot after them. */
-enum {
-  PHASE_SANDBOX = FLINT_PHASE_SANDBOX,
-  PHASE_INIT = FLINT_PHASE_INIT,
-  PHASE_TOTAL = FLINT_PHASE_TOTAL,
-  PHASE_CONNECT = FLINT_PHASE_COUNT,
-};
+enum { PHASE_SANDBOX, PHASE_CONNECT, PHASE_INIT, PHASE_TOTAL };
 
 const char *
 flint__replica_state_name (flint_replica_state_t s)
@@ -194,10 +187,10 @@ startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
   if (r->state == FLINT_REPLICA_STARTING && ep->replicas_starting > 0)
     ep->replicas_starting--;
   ep->metrics.replica_failures++;
-  if (r->deploy == NULL && r->version == ep->current)
-    flint__autoscale_start_failed (ep, msg);
   flint_warn ("endpoint `%s` replica %s failed to start: %s", ep->name, r->id, msg);
   snprintf (ep->last_error, sizeof ep->last_error, "replica %s failed to start: %s", r->id, msg);
+  if (r->deploy == NULL && r->version == ep->current)
+    flint__autoscale_start_failed (ep, msg);
   flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", ep->last_error, strlen (ep->last_error));
   if (r->deploy)
     {
@@ -230,6 +223,19 @@ startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
     }
 }
 
+/* Records a start in the endpoint's metrics: starts by tier and their phases. */
+static void
+record_start (flint_replica_t *r)
+{
+  flint_ep_metrics_t *m = &r->ep->metrics;
+  flint_hist_t *ph = m->phases[r->tier];
+
+  m->cold_starts[r->tier]++;
+  flint_hist_observe (&ph[FLINT_PHASE_SANDBOX], r->phases_ms[PHASE_SANDBOX]);
+  flint_hist_observe (&ph[FLINT_PHASE_INIT], r->phases_ms[PHASE_INIT]);
+  flint_hist_observe (&ph[FLINT_PHASE_TOTAL], r->phases_ms[PHASE_TOTAL]);
+}
+
 static void
 became_ready (flint_replica_t *r, double init_ms)
 {
@@ -246,6 +252,7 @@ became_ready (flint_replica_t *r, double init_ms)
   flint_info ("endpoint `%s` v%llu replica %s ready (%s, %.1f ms: sandbox %.1f, init %.1f)", ep->name,
               (unsigned long long) r->version->number, r->id, flint__tier_name (r->tier), r->phases_ms[PHASE_TOTAL],
               r->phases_ms[PHASE_SANDBOX], init_ms);
+  record_start (r);
   flint__autoscale_replica_ready (r);
   if (r->deploy)
     {
