@@ -118,7 +118,9 @@ flint__autoscale_live (const flint_endpoint_t *ep)
   for (const flint_list_t *p = ep->replicas.next; p != &ep->replicas; p = p->next)
     {
       const flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
-      if (r->version == ep->current && (r->state == FLINT_REPLICA_READY || r->state == FLINT_REPLICA_STARTING))
+      /* a replica restored for the parked pool will not serve: it is not capacity */
+      if (r->version == ep->current && !r->parking
+          && (r->state == FLINT_REPLICA_READY || r->state == FLINT_REPLICA_STARTING))
         n++;
     }
   return n;

@@ -178,6 +178,7 @@ struct flint_replica_s {
   bool oom_killed;
   flint_deploy_t *deploy;         /* the deploy waiting for this replica to become ready */
   bool checkpointing;             /* its snapshot is being taken */
+  bool parking;                   /* restored for the parked pool, not for a request */
   bool resuming;                  /* restored or unparked: waiting for RestoredAck, then the canary */
   uint64_t resume_ns;             /* when the Restored frame was sent */
   uint64_t canary_ns;             /* when the canary was sent */
@@ -387,7 +388,8 @@ void flint__autoscale_start_failed (flint_endpoint_t *ep, const char *reason);
 /* When no replica can start before `deadline_ns` (startup backoff with nothing live), writes
  * why into `buf` and returns it; NULL when a request may wait in the queue. */
 const char *flint__autoscale_blocked (flint_endpoint_t *ep, uint64_t deadline_ns, char *buf, size_t len);
-/* Replicas of the current version that are starting or ready (draining ones excluded). */
+/* Replicas of the current version that are starting or ready to serve (draining ones and ones
+ * restored for the parked pool excluded): what max_replicas bounds. */
 uint32_t flint__autoscale_live (const flint_endpoint_t *ep);
 int flint__autoscaler_start (flint_daemon_t *d);
 void flint__autoscaler_stop (flint_daemon_t *d);

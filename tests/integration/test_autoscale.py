@@ -19,6 +19,16 @@ def live_replicas(st):
     return [r for r in st.get("replicas", []) if r["state"] in ("starting", "ready")]
 
 
+def running(st):
+    """Replicas with a running worker: all but parked ones (frozen, kept by the snapshot tier's
+    pool). An endpoint "at zero" has none."""
+    return [r for r in st.get("replicas", []) if r["state"] != "parked"]
+
+
+def ready(st):
+    return [r for r in st.get("replicas", []) if r["state"] == "ready"]
+
+
 class LoadThreads:
     """`n` threads invoking `payload` in a loop until stop(); every outcome is recorded."""
 
@@ -61,13 +71,6 @@ class Autoscale(FlintTestCase):
     def deploy(self, name, manifest_extra):
         return self.deploy_crashy(name, manifest_extra)
 
-    def ep(self, name):
-        """GetEndpoint over HTTP (the same JSON as `flint status --json`, without a process spawn):
-        polling stays fast on a loaded machine."""
-        status, _h, body = self.flintd.http("GET", "/v1/endpoints/" + name)
-        self.assertEqual(status, 200, body)
-        return json.loads(body)
-
     def test_scale_to_zero_after_the_window_and_back(self):
         f = self.flintd
         self.deploy("zero", "scaledown_window: 1s\n")
@@ -76,8 +79,8 @@ class Autoscale(FlintTestCase):
         t0 = time.time()
         # still there shortly after the request: the window has not passed
         time.sleep(0.2)
-        self.assertTrue(live_replicas(self.ep("zero")), "scaled down before the window")
-        f.wait_for(lambda: not self.ep("zero")["replicas"], timeout=10, what="scale to zero")
+        self.assertTrue(live_replicas(f.endpoint("zero")), "scaled down before the window")
+        f.wait_for(lambda: not running(f.endpoint("zero")), timeout=10, what="scale to zero")
         self.assertGreaterEqual(time.time() - t0, 0.9)
         before = f.status("zero")["stats"]
         # the next request brings a replica back and is served by it
@@ -105,7 +108,7 @@ class Autoscale(FlintTestCase):
         f = self.flintd
         s = stubs()
         self.deploy("burst", "max_replicas: 4\nscaledown_window: 200ms\n")
-        f.wait_for(lambda: not self.ep("burst")["replicas"], timeout=10, what="scale to zero")
+        f.wait_for(lambda: not running(f.endpoint("burst")), timeout=10, what="scale to zero")
         # keep what the burst starts for the rest of the test
         f.cli("scale", "burst", "scaledown_window=30s")
         before = f.status("burst")["stats"]
@@ -134,10 +137,10 @@ class Autoscale(FlintTestCase):
         f.invoke("qfull", "warm")
         stub = f.stub()
         busy = stub.Invoke.future(s.pb.InvokeRequest(endpoint="qfull", payload=b"sleep:3000"), timeout=30)
-        f.wait_for(lambda: self.ep("qfull")["replicas"][0]["in_flight"] == 1, what="the replica is busy")
+        f.wait_for(lambda: f.endpoint("qfull")["replicas"][0]["in_flight"] == 1, what="the replica is busy")
         queued = [stub.Invoke.future(s.pb.InvokeRequest(endpoint="qfull", payload=b"q%d" % i), timeout=30)
                   for i in range(2)]
-        f.wait_for(lambda: self.ep("qfull")["queue_length"] == 2, what="two queued")
+        f.wait_for(lambda: f.endpoint("qfull")["queue_length"] == 2, what="two queued")
         with self.assertRaises(s.grpc.RpcError) as cm:
             f.invoke("qfull", "one too many")
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -170,7 +173,7 @@ class Autoscale(FlintTestCase):
         # a queued request whose client deadline passes leaves the queue with 504
         f.cli("scale", "slow", "timeout=10s")
         busy = f.stub().Invoke.future(s.pb.InvokeRequest(endpoint="slow", payload=b"sleep:3000"), timeout=30)
-        f.wait_for(lambda: any(r["in_flight"] for r in self.ep("slow")["replicas"]), what="a busy replica")
+        f.wait_for(lambda: any(r["in_flight"] for r in f.endpoint("slow")["replicas"]), what="a busy replica")
         t0 = time.time()
         status, _h, body = f.http("POST", "/v1/endpoints/slow:invoke?timeout=250ms", body=b"late")
         self.assertEqual(status, 504, body)
@@ -179,7 +182,7 @@ class Autoscale(FlintTestCase):
         with self.assertRaises(s.grpc.RpcError) as cm:
             f.invoke("slow", "late too", timeout=0.25)
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
-        self.assertEqual(self.ep("slow")["queue_length"], 0)
+        self.assertEqual(f.endpoint("slow")["queue_length"], 0)
         self.assertEqual(busy.result().payload, b"slept 3000 ms")
         codes = f.status("slow")["stats"]["requests_by_code"]
         self.assertGreaterEqual(int(codes["DEADLINE_EXCEEDED"]), 3)
@@ -191,11 +194,11 @@ class Autoscale(FlintTestCase):
         f.invoke("cancel", "warm")
         stub = f.stub()
         busy = stub.Invoke.future(s.pb.InvokeRequest(endpoint="cancel", payload=b"sleep:2500"), timeout=30)
-        f.wait_for(lambda: self.ep("cancel")["replicas"][0]["in_flight"] == 1, what="busy")
+        f.wait_for(lambda: f.endpoint("cancel")["replicas"][0]["in_flight"] == 1, what="busy")
         waiting = stub.Invoke.future(s.pb.InvokeRequest(endpoint="cancel", payload=b"never"), timeout=30)
-        f.wait_for(lambda: self.ep("cancel")["queue_length"] == 1, what="queued")
+        f.wait_for(lambda: f.endpoint("cancel")["queue_length"] == 1, what="queued")
         waiting.cancel()
-        f.wait_for(lambda: self.ep("cancel")["queue_length"] == 0, timeout=5, what="the queue to empty")
+        f.wait_for(lambda: f.endpoint("cancel")["queue_length"] == 0, timeout=5, what="the queue to empty")
         self.assertEqual(busy.result().payload, b"slept 2500 ms")
         st = f.status("cancel")
         self.assertEqual(int(st["stats"]["requests_by_code"]["CANCELLED"]), 1)
@@ -209,13 +212,13 @@ class Autoscale(FlintTestCase):
         load = LoadThreads(f, "live", "sleep:30", 6)
         try:
             time.sleep(0.5)
-            self.assertEqual(len(live_replicas(self.ep("live"))), 1)
+            self.assertEqual(len(ready(f.endpoint("live"))), 1)
             f.cli("scale", "live", "max_replicas=3")
-            f.wait_for(lambda: len([r for r in self.ep("live")["replicas"] if r["state"] == "ready"]) == 3,
+            f.wait_for(lambda: len([r for r in f.endpoint("live")["replicas"] if r["state"] == "ready"]) == 3,
                        timeout=10, what="three ready replicas")
             time.sleep(0.5)
             f.cli("scale", "live", "max_replicas=1")
-            f.wait_for(lambda: len(live_replicas(self.ep("live"))) == 1, timeout=10, what="back to one")
+            f.wait_for(lambda: len(ready(f.endpoint("live"))) == 1, timeout=10, what="back to one")
             time.sleep(0.5)
         finally:
             load.stop()
@@ -231,16 +234,16 @@ class Autoscale(FlintTestCase):
     def test_replica_sigkilled_under_load(self):
         f = self.flintd
         self.deploy("victim", "max_replicas: 2\nmin_replicas: 2\nretries: 2\nscaledown_window: 30s\n")
-        f.wait_for(lambda: len([r for r in self.ep("victim")["replicas"] if r["state"] == "ready"]) == 2,
+        f.wait_for(lambda: len([r for r in f.endpoint("victim")["replicas"] if r["state"] == "ready"]) == 2,
                    what="two ready replicas")
         load = LoadThreads(f, "victim", "sleep:40", 6)
         try:
             time.sleep(0.6)
-            victim = self.ep("victim")["replicas"][0]
+            victim = f.endpoint("victim")["replicas"][0]
             os.kill(victim["pid"], signal.SIGKILL)
-            f.wait_for(lambda: victim["id"] not in [r["id"] for r in self.ep("victim")["replicas"]],
+            f.wait_for(lambda: victim["id"] not in [r["id"] for r in f.endpoint("victim")["replicas"]],
                        what="the dead replica to go")
-            f.wait_for(lambda: len([r for r in self.ep("victim")["replicas"] if r["state"] == "ready"]) == 2,
+            f.wait_for(lambda: len([r for r in f.endpoint("victim")["replicas"] if r["state"] == "ready"]) == 2,
                        what="a replacement")
             time.sleep(0.4)
         finally:
@@ -260,46 +263,6 @@ class Autoscale(FlintTestCase):
         self.assertEqual(metric_value(m, "flint_replica_failures", endpoint="victim"), int(stats["replica_failures"]))
         self.assertEqual(metric_value(m, "flint_request_retries", endpoint="victim"), int(stats.get("retries", 0)))
         self.assertEqual(metric_value(m, "flint_requests", endpoint="victim", code="OK"), load.ok + 0)
-
-    def test_startup_failures_back_off_and_are_visible(self):
-        f = self.flintd
-        s = stubs()
-        f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=")
-        self.deploy("flaky", "secrets: [initflag]\nscaledown_window: 200ms\n")
-        f.wait_for(lambda: not self.ep("flaky")["replicas"], timeout=10, what="scale to zero")
-        f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=broken on purpose")
-        # a replica that cannot start fails the waiting request with the reason at once
-        with self.assertRaises(s.grpc.RpcError) as cm:
-            f.invoke("flaky", "x", timeout=10)
-        self.assertEqual(cm.exception.code(), s.grpc.StatusCode.UNAVAILABLE)
-        self.assertIn("broken on purpose", cm.exception.details())
-        # keeping one replica now retries with backoff, not in a tight loop
-        f.cli("scale", "flaky", "min_replicas=1")
-        time.sleep(3.2)
-        st = f.status("flaky")["stats"]
-        # attempts at about 0 (the request), 1 s, 3 s; a tight loop would have made dozens
-        self.assertGreaterEqual(st["start_failures"], 2, st)
-        self.assertLessEqual(st["start_failures"], 4, st)
-        self.assertIn("broken on purpose", st["start_error"])
-        self.assertGreater(int(st["next_start_ms"]), int(time.time() * 1000))
-        text = f.cli("status", "flaky").stdout.decode()
-        self.assertIn("backoff", text)
-        self.assertIn("next attempt at", text)
-        # during the backoff (no attempt under way) a request that cannot wait for the next attempt
-        # fails at once, saying why
-        f.wait_for(lambda: not self.ep("flaky")["replicas"], timeout=10, what="the failed attempt to go")
-        t0 = time.time()
-        status, headers, body = f.http("POST", "/v1/endpoints/flaky:invoke?timeout=300ms", body=b"x")
-        self.assertEqual(status, 503, body)
-        self.assertLess(time.time() - t0, 0.3)
-        self.assertIn("broken on purpose", json.loads(body)["error"]["message"])
-        self.assertIn("retry-after", headers)
-        # fixed: the next attempt succeeds and the backoff resets
-        f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=")
-        f.wait_for(lambda: any(r["state"] == "ready" for r in self.ep("flaky")["replicas"]), timeout=20,
-                   what="a replica after the backoff")
-        self.assertEqual(f.invoke("flaky", "fine").payload, b"fine")
-        self.assertEqual(f.status("flaky")["stats"].get("start_failures", 0), 0)
 
     def test_metrics_parse_and_count_the_requests_sent(self):
         f = self.flintd
@@ -348,6 +311,55 @@ class Autoscale(FlintTestCase):
         sc = f.status("kept")["scale"]
         self.assertEqual((sc["retries"], sc["queue_size"], sc["scaledown_window_ms"]), (2, 7, 1500))
         self.assertEqual(f.invoke("kept", "after restart").payload, b"after restart")
+
+
+class StartupBackoff(FlintTestCase):
+    """Startup failures come from cold starts (a snapshot restore that fails falls back to one, and
+    a restored worker does not run its init again): this class runs without snapshots."""
+    snapshots = False
+
+    def deploy(self, name, manifest_extra):
+        return self.deploy_crashy(name, manifest_extra)
+
+    def test_startup_failures_back_off_and_are_visible(self):
+        f = self.flintd
+        s = stubs()
+        f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=")
+        self.deploy("flaky", "secrets: [initflag]\nscaledown_window: 200ms\n")
+        f.wait_for(lambda: not running(f.endpoint("flaky")), timeout=10, what="scale to zero")
+        f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=broken on purpose")
+        # a replica that cannot start fails the waiting request with the reason at once
+        with self.assertRaises(s.grpc.RpcError) as cm:
+            f.invoke("flaky", "x", timeout=10)
+        self.assertEqual(cm.exception.code(), s.grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("broken on purpose", cm.exception.details())
+        # keeping one replica now retries with backoff, not in a tight loop
+        f.cli("scale", "flaky", "min_replicas=1")
+        time.sleep(3.2)
+        st = f.status("flaky")["stats"]
+        # attempts at about 0 (the request), 1 s, 3 s; a tight loop would have made dozens
+        self.assertGreaterEqual(st["start_failures"], 2, st)
+        self.assertLessEqual(st["start_failures"], 4, st)
+        self.assertIn("broken on purpose", st["start_error"])
+        self.assertGreater(int(st["next_start_ms"]), int(time.time() * 1000))
+        text = f.cli("status", "flaky").stdout.decode()
+        self.assertIn("backoff", text)
+        self.assertIn("next attempt at", text)
+        # during the backoff (no attempt under way) a request that cannot wait for the next attempt
+        # fails at once, saying why
+        f.wait_for(lambda: not running(f.endpoint("flaky")), timeout=10, what="the failed attempt to go")
+        t0 = time.time()
+        status, headers, body = f.http("POST", "/v1/endpoints/flaky:invoke?timeout=300ms", body=b"x")
+        self.assertEqual(status, 503, body)
+        self.assertLess(time.time() - t0, 0.3)
+        self.assertIn("broken on purpose", json.loads(body)["error"]["message"])
+        self.assertIn("retry-after", headers)
+        # fixed: the next attempt succeeds and the backoff resets
+        f.cli("secret", "set", "initflag", "FLINT_TEST_FAIL_INIT=")
+        f.wait_for(lambda: any(r["state"] == "ready" for r in f.endpoint("flaky")["replicas"]), timeout=20,
+                   what="a replica after the backoff")
+        self.assertEqual(f.invoke("flaky", "fine").payload, b"fine")
+        self.assertEqual(f.status("flaky")["stats"].get("start_failures", 0), 0)
 
 
 class Logs(FlintTestCase):
