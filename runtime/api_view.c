@@ -88,6 +88,65 @@ add_double_entry (Flint__V1__Endpoint *m, const char *key, double value)
   m->cold_start_ms[m->n_cold_start_ms++] = e;
 }
 
+static void
+add_u64_entry (Flint__V1__EndpointStats__StartsEntry ***arr, size_t *n, const char *key, uint64_t value)
+{
+  Flint__V1__EndpointStats__StartsEntry *e = xcalloc (1, sizeof *e);
+  flint__v1__endpoint_stats__starts_entry__init (e);
+  e->key = dupstr (key);
+  e->value = value;
+  *arr = realloc (*arr, (*n + 1) * sizeof **arr);
+  if (*arr == NULL)
+    abort ();
+  (*arr)[(*n)++] = e;
+}
+
+static void
+add_code_entry (Flint__V1__EndpointStats *st, const char *key, uint64_t value)
+{
+  Flint__V1__EndpointStats__RequestsByCodeEntry *e = xcalloc (1, sizeof *e);
+  flint__v1__endpoint_stats__requests_by_code_entry__init (e);
+  e->key = dupstr (key);
+  e->value = value;
+  st->requests_by_code = realloc (st->requests_by_code, (st->n_requests_by_code + 1) * sizeof *st->requests_by_code);
+  if (st->requests_by_code == NULL)
+    abort ();
+  st->requests_by_code[st->n_requests_by_code++] = e;
+}
+
+/* The autoscaler's state and the counters of metrics.h, for `flint status`. */
+static Flint__V1__EndpointStats *
+stats_proto (const flint_endpoint_t *ep)
+{
+  Flint__V1__EndpointStats *st = xcalloc (1, sizeof *st);
+  const flint_ep_metrics_t *mt = &ep->metrics;
+  const flint_autoscale_t *as = &ep->as;
+  uint64_t now = flint_now_ns ();
+
+  flint__v1__endpoint_stats__init (st);
+  st->desired_replicas = as->desired;
+  st->panic = now < as->panic_until_ns;
+  st->stable_concurrency = as->stable_conc;
+  st->panic_concurrency = as->panic_conc;
+  st->queue_wait_p50_ms = flint_hist_quantile (&mt->queue_wait, 0.5);
+  st->queue_wait_p99_ms = flint_hist_quantile (&mt->queue_wait, 0.99);
+  for (int t = 0; t < 3; t++)
+    add_u64_entry (&st->starts, &st->n_starts, flint__tier_name ((flint_tier_t) t), mt->cold_starts[t]);
+  st->scale_ups = mt->scale_up;
+  st->scale_downs = mt->scale_down;
+  st->retries = mt->retries;
+  st->replica_failures = mt->replica_failures;
+  st->tier_fallbacks = mt->tier_fallbacks;
+  for (int c = 0; c < 17; c++)
+    if (mt->requests_by_code[c])
+      add_code_entry (st, flint_status_name ((flint_status_t) c), mt->requests_by_code[c]);
+  st->start_failures = as->start_failures;
+  st->start_error = dupstr (as->start_error);
+  if (as->next_start_ns > now)
+    st->next_start_ms = flint_wall_ms () + (int64_t) ((as->next_start_ns - now) / 1000000);
+  return st;
+}
+
 Flint__V1__Endpoint *
 flint__endpoint_proto (flint_endpoint_t *ep, bool detailed)
 {
@@ -182,6 +241,7 @@ flint__endpoint_proto (flint_endpoint_t *ep, bool detailed)
       m->versions = vc.items;
       m->n_versions = vc.n;
     }
+  m->stats = stats_proto (ep);
   flint__api_fill_snapshot (ep, m);
   flint__api_fill_engine (ep, m);
   return m;

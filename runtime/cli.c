@@ -510,6 +510,45 @@ print_engine (const Flint__V1__Endpoint *e)
   printf ("\n");
 }
 
+/* The autoscaler's view and the failure counters (the numbers /metrics exports). */
+static void
+print_stats (const Flint__V1__EndpointStats *st)
+{
+  printf ("autoscale  desired %u, concurrency %.2f stable / %.2f panic%s; scaled up %llu, down %llu\n",
+          st->desired_replicas, st->stable_concurrency, st->panic_concurrency, st->panic ? " (panicking)" : "",
+          (unsigned long long) st->scale_ups, (unsigned long long) st->scale_downs);
+  printf ("started   ");
+  for (size_t i = 0; i < st->n_starts; i++)
+    printf ("%s %s %llu", i ? "," : "", st->starts[i]->key, (unsigned long long) st->starts[i]->value);
+  printf ("; replica failures %llu, retries %llu, tier fallbacks %llu\n", (unsigned long long) st->replica_failures,
+          (unsigned long long) st->retries, (unsigned long long) st->tier_fallbacks);
+  printf ("queue wait p50 %.2f ms, p99 %.2f ms\n", st->queue_wait_p50_ms, st->queue_wait_p99_ms);
+  if (st->n_requests_by_code)
+    {
+      printf ("by code   ");
+      for (size_t i = 0; i < st->n_requests_by_code; i++)
+        printf ("%s %s %llu", i ? "," : "", st->requests_by_code[i]->key,
+                (unsigned long long) st->requests_by_code[i]->value);
+      printf ("\n");
+    }
+  if (st->start_failures)
+    {
+      printf ("backoff    %u start failure%s in a row: %s", st->start_failures, st->start_failures == 1 ? "" : "s",
+              st->start_error);
+      if (st->next_start_ms)
+        {
+          char when[32];
+          time_t t = (time_t) (st->next_start_ms / 1000);
+          struct tm tm;
+          int64_t in_ms = st->next_start_ms - flint_wall_ms ();
+          gmtime_r (&t, &tm);
+          strftime (when, sizeof when, "%H:%M:%S", &tm);
+          printf ("; next attempt at %s UTC (in %.1f s)", when, in_ms > 0 ? (double) in_ms / 1000.0 : 0.0);
+        }
+      printf ("\n");
+    }
+}
+
 static void
 print_status (const Flint__V1__Endpoint *e)
 {
@@ -522,6 +561,8 @@ print_status (const Flint__V1__Endpoint *e)
   printf ("requests   %llu ok, %llu failed, %u queued; latency p50 %.2f ms, p99 %.2f ms\n",
           (unsigned long long) e->requests_ok, (unsigned long long) e->requests_failed, e->queue_length,
           e->latency_p50_ms, e->latency_p99_ms);
+  if (e->stats)
+    print_stats (e->stats);
   if (s)
     {
       printf ("scaling    min %u, max %u, target concurrency %u, max concurrency %u, buffer %u, ", s->min_replicas,
@@ -764,6 +805,51 @@ log_cb (const uint8_t *msg, size_t len, void *ud)
   return interrupted ? -1 : 0;
 }
 
+/* Parses an absolute time for --since: YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|±HH:MM], UTC when
+ * no zone is given (the times `flint logs` prints). Returns 0 with milliseconds since the epoch. */
+static int
+parse_time_ms (const char *s, int64_t *ms_out)
+{
+  static const char *const formats[] = { "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M",
+                                         "%Y-%m-%d %H:%M", "%Y-%m-%d" };
+  for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+    {
+      struct tm tm;
+      const char *end;
+      int64_t ms = 0, offset_s = 0;
+
+      memset (&tm, 0, sizeof tm);
+      end = strptime (s, formats[i], &tm);
+      if (end == NULL)
+        continue;
+      if (*end == '.')
+        {
+          int digits = 0, frac = 0;
+          for (end++; *end >= '0' && *end <= '9'; end++, digits++)
+            if (digits < 3)
+              frac = frac * 10 + (*end - '0');
+          if (digits == 0)
+            continue;
+          for (; digits < 3; digits++)
+            frac *= 10;
+          ms = frac;
+        }
+      if (*end == 'Z')
+        end++;
+      else if ((*end == '+' || *end == '-') && strlen (end) == 6 && end[3] == ':')
+        {
+          int h = atoi (end + 1), m = atoi (end + 4);
+          offset_s = (h * 3600 + m * 60) * (*end == '+' ? 1 : -1);
+          end += 6;
+        }
+      if (*end != '\0')
+        continue;
+      *ms_out = ((int64_t) timegm (&tm) - offset_s) * 1000 + ms;
+      return 0;
+    }
+  return -1;
+}
+
 static int
 cmd_logs (cli_t *cli, int argc, char **argv)
 {
@@ -786,17 +872,32 @@ cmd_logs (cli_t *cli, int argc, char **argv)
         case 's':
           {
             uint64_t ms;
-            if (flint_parse_duration_ms (optarg, &ms) < 0)
-              return usage_error ("--since: `%s` is not a duration (e.g. 10m)", optarg);
-            req.since_ms = flint_wall_ms () - (int64_t) ms;
+            int64_t at;
+            if (flint_parse_duration_ms (optarg, &ms) == 0)
+              req.since_ms = flint_wall_ms () - (int64_t) ms;
+            else if (parse_time_ms (optarg, &at) == 0)
+              req.since_ms = at;
+            else
+              return usage_error ("--since: `%s` is neither a duration (10m) nor a time (2025-01-31T12:00:00Z)",
+                                  optarg);
             break;
           }
-        case 'n': req.tail = (uint32_t) atoi (optarg); break;
-        default: return usage_error ("usage: flint logs NAME [-f] [--since DURATION] [--tail N]");
+        case 'n':
+          {
+            char *end;
+            unsigned long n;
+            errno = 0;
+            n = strtoul (optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || n > UINT32_MAX)
+              return usage_error ("--tail: `%s` is not a number of lines", optarg);
+            req.tail = (uint32_t) n;
+            break;
+          }
+        default: return usage_error ("usage: flint logs NAME [-f] [--since DURATION|TIME] [--tail N]");
         }
     }
   if (optind + 1 != argc)
-    return usage_error ("usage: flint logs NAME [-f] [--since DURATION] [--tail N]");
+    return usage_error ("usage: flint logs NAME [-f] [--since DURATION|TIME] [--tail N]");
   req.name = argv[optind];
   len = flint__v1__logs_request__get_packed_size (&req);
   buf = malloc (len ? len : 1);
@@ -897,7 +998,7 @@ usage (FILE *f)
            "                                  call an endpoint; the reply goes to stdout\n"
            "  ls [--json]                     list endpoints\n"
            "  status NAME [--json]            one endpoint: replicas, snapshot, latency, errors\n"
-           "  logs NAME [-f] [--since D] [--tail N]\n"
+           "  logs NAME [-f] [--since D|TIME] [--tail N]\n"
            "                                  the endpoint's captured worker output\n"
            "  scale NAME KNOB=VALUE...        change autoscaling knobs live\n"
            "  drain NAME                      stop its running replicas now (parked ones stay)\n"

@@ -359,6 +359,7 @@ flint_daemon_free (flint_daemon_t *d)
       for (int i = 0; i < 1000 && uv_run (d->loop, UV_RUN_NOWAIT) != 0; i++)
         usleep (1000);
     }
+  flint__http_free (d);
   flint__endpoints_free (d);
   flint_map_free (&d->replicas);
   flint_registry_close (d->reg);

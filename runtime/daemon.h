@@ -78,6 +78,7 @@ struct flint_request_s {
   uint64_t arrived_ns;
   uint64_t dispatched_ns;
   uint64_t deadline_ns;          /* absolute, flint_now_ns scale */
+  uint64_t not_before_ns;        /* a retry waits in the queue until then (backoff) */
   uv_timer_t timer;              /* deadline; the request is freed from its close callback */
   uint32_t attempts;
   uint64_t served_version;       /* who answered (for the reply) */
@@ -207,6 +208,27 @@ enum {
   FLINT_RPHASE_CANARY,            /* image/parked: canary sent → passed */
 };
 
+/* The autoscaler's view of one endpoint (autoscaler.c, docs/AUTOSCALING.md): observed
+ * concurrency (in-flight + queued) integrated over time and kept as one average per tick, the
+ * panic state, the last decision, and the startup backoff. */
+#define FLINT_AS_TICK_MS 100
+#define FLINT_AS_SAMPLES 600 /* 60 s of ticks: the longest stable window */
+
+typedef struct flint_autoscale_s {
+  uint64_t last_ns;               /* last integration step */
+  uint64_t period_start_ns;       /* start of the tick period being integrated */
+  double area;                    /* ∫ concurrency dt over that period (request·ns) */
+  float samples[FLINT_AS_SAMPLES];/* average concurrency per tick period, ring */
+  uint32_t nsamples, head;
+  uint64_t last_busy_ns;          /* last moment concurrency was above zero */
+  uint64_t panic_until_ns;        /* panicking while now < this */
+  uint32_t desired;               /* last decision */
+  double stable_conc, panic_conc; /* averages behind it */
+  uint32_t start_failures;        /* consecutive startup failures (deploys excluded) */
+  uint64_t next_start_ns;         /* backoff: no replica starts before this */
+  char start_error[512];          /* the last startup failure */
+} flint_autoscale_t;
+
 struct flint_endpoint_s {
   flint_daemon_t *d;
   char *name;
@@ -227,6 +249,7 @@ struct flint_endpoint_s {
   uint64_t cold_starts;
   uint32_t replicas_starting;
   flint_ep_metrics_t metrics;
+  flint_autoscale_t as;
 };
 
 /* ---- helper processes ---------------------------------------------------------------------- */
@@ -280,6 +303,7 @@ struct flint_daemon_s {
   flint_list_t log_streams;       /* Logs RPCs in progress */
   uv_timer_t *tick;               /* autoscaler period */
   uv_timer_t *engine_tick;        /* pings llm replicas for engine statistics */
+  struct flint_http_s *http;      /* the HTTP front door, or NULL */
 };
 
 /* ---- cross-file internals (flint__ prefix) ------------------------------------------------- */
@@ -335,7 +359,7 @@ void flint__request_complete (flint_request_t *req, flint_status_t code, const c
                               size_t len);
 /* A replica died: its in-flight requests fail (or are retried). */
 void flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint_status_t code);
-/* Ensures enough replicas are starting for the queue (until the autoscaler takes over). */
+/* Requests are waiting: lets the autoscaler start replicas for them now (flint__autoscale_up). */
 void flint__dispatch_scale_for_queue (flint_endpoint_t *ep);
 
 /* snapshot.c */
@@ -418,7 +442,30 @@ void flint__deploy_replica_ready (flint_deploy_t *dep, flint_replica_t *r);
 void flint__deploy_replica_failed (flint_deploy_t *dep, flint_replica_t *r, flint_status_t code, const char *msg);
 
 /* autoscaler.c */
+/* Runs one full decision for `ep` (scale up, scale down with draining, keep min): the periodic
+ * tick does it, and knob changes call it at once. */
 void flint__autoscale_now (flint_endpoint_t *ep);
+/* Scale-up only, from the instantaneous concurrency: the activator calls it when requests queue
+ * so a burst does not wait for the next tick. Never starts more than max_replicas. */
+void flint__autoscale_up (flint_endpoint_t *ep);
+/* Integrates the endpoint's concurrency up to now; call before in-flight or queue counts change. */
+void flint__autoscale_account (flint_endpoint_t *ep);
+/* A replica became ready: the startup backoff resets and the endpoint counts as active.
+ * Every path to READY (cold, image, parked) calls it once (replica.c's became_ready). */
+void flint__autoscale_replica_ready (flint_replica_t *r);
+/* Forgets the endpoint's observed concurrency (both windows, the last busy moment, panic), as
+ * if it had been idle for a whole window: `flint drain` scales to zero now, and a replica
+ * should not come straight back from the history of the requests it just served. The startup
+ * backoff is kept. */
+void flint__autoscale_forget (flint_endpoint_t *ep);
+/* A replica of the serving version failed to start (not a deploy's probe): backoff grows. */
+void flint__autoscale_start_failed (flint_endpoint_t *ep, const char *reason);
+/* When no replica can start before `deadline_ns` (startup backoff with nothing live), writes
+ * why into `buf` and returns it; NULL when a request may wait in the queue. */
+const char *flint__autoscale_blocked (flint_endpoint_t *ep, uint64_t deadline_ns, char *buf, size_t len);
+/* Replicas of the current version that are starting or ready to serve (draining ones and ones
+ * restored for the parked pool excluded): what max_replicas bounds. */
+uint32_t flint__autoscale_live (const flint_endpoint_t *ep);
 int flint__autoscaler_start (flint_daemon_t *d);
 void flint__autoscaler_stop (flint_daemon_t *d);
 
@@ -457,7 +504,13 @@ void flint__helper_stop (flint_helper_t *h);
 
 /* api_http.c: the HTTP front door on the same loop */
 int flint__http_start (flint_daemon_t *d, flint_error_t *err);
+/* Stops accepting and asks open connections to close once their answers are out. */
 void flint__http_stop (flint_daemon_t *d);
+/* Releases the front door once the loop has stopped (after flint__http_stop). */
+void flint__http_free (flint_daemon_t *d);
+
+/* metrics_render.c: the whole daemon in the Prometheus text format (GET /metrics). */
+void flint__metrics_render (flint_daemon_t *d, flint_buf_t *out);
 
 /* daemon.c (for flintd.c) */
 int flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_error_t *err);

@@ -8,7 +8,12 @@
  *
  * A request abandoned while in a worker (client cancel, deadline with max_concurrency > 1)
  * keeps its slot on the replica until the worker answers or dies, so concurrency accounting
- * always matches what the worker is really doing. */
+ * always matches what the worker is really doing.
+ *
+ * A request whose replica died is retried up to `retries` times (when it streamed nothing yet):
+ * it goes back to the head of the queue, due after a backoff (RETRY_BASE_MS doubling), and the
+ * autoscaler replaces the replica. Every change of the queue or of in-flight counts is first
+ * accounted to the autoscaler (flint__autoscale_account), which averages concurrency over time. */
 #include "daemon.h"
 #include "metrics.h"
 #include "flint/log.h"
@@ -18,6 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define RETRY_BASE_MS 25
+#define RETRY_MAX_MS 1000
 
 static void
 request_free_cb (uv_handle_t *h)
@@ -64,6 +72,8 @@ flint__request_new (flint_daemon_t *d, const uint8_t *payload, size_t len, bool 
 static void
 detach (flint_request_t *req)
 {
+  if (req->ep && (req->state == FLINT_REQ_QUEUED || req->state == FLINT_REQ_DISPATCHED))
+    flint__autoscale_account (req->ep);
   if (req->state == FLINT_REQ_QUEUED)
     {
       flint_list_remove (&req->link);
@@ -146,6 +156,7 @@ send_to (flint_request_t *req, flint_replica_t *r)
   Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
   uint64_t now = flint_now_ns ();
 
+  flint__autoscale_account (r->ep);
   req->state = FLINT_REQ_DISPATCHED;
   req->replica = r;
   req->dispatched_ns = now;
@@ -167,17 +178,36 @@ send_to (flint_request_t *req, flint_replica_t *r)
   (void) flint_channel_send (r->chan, &f.base, NULL, 0);
 }
 
+static void deadline_cb (uv_timer_t *t);
+
 void
 flint__dispatch_pump (flint_endpoint_t *ep)
 {
-  while (!flint_list_empty (&ep->queue))
-    {
-      flint_replica_t *r = pick_replica (ep);
-      flint_request_t *req;
+  uint64_t now = 0;
+  flint_list_t *p = ep->queue.next;
 
+  while (p != &ep->queue)
+    {
+      flint_request_t *req = flint_list_entry (p, flint_request_t, link);
+      flint_replica_t *r;
+
+      p = p->next;
+      if (req->not_before_ns)
+        {
+          /* a retry waiting out its backoff keeps its place; the ones behind it may go */
+          if (now == 0)
+            now = flint_now_ns ();
+          if (now < req->not_before_ns)
+            continue;
+          /* due: its timer goes back to the deadline (it was the backoff's) */
+          req->not_before_ns = 0;
+          uv_timer_start (&req->timer, deadline_cb,
+                          now < req->deadline_ns ? (req->deadline_ns - now + 999999) / 1000000 : 0, 0);
+        }
+      r = pick_replica (ep);
       if (r == NULL)
         break;
-      req = flint_list_entry (ep->queue.next, flint_request_t, link);
+      flint__autoscale_account (ep);
       flint_list_remove (&req->link);
       ep->queue_len--;
       flint__metrics_queue_wait (ep, req->arrived_ns);
@@ -185,45 +215,11 @@ flint__dispatch_pump (flint_endpoint_t *ep)
     }
 }
 
-static uint32_t
-live_replicas (const flint_endpoint_t *ep)
-{
-  uint32_t n = 0;
-  for (const flint_list_t *p = ep->replicas.next; p != &ep->replicas; p = p->next)
-    {
-      const flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
-      if (r->version == ep->current && (r->state == FLINT_REPLICA_READY || r->state == FLINT_REPLICA_STARTING))
-        n++;
-    }
-  return n;
-}
-
 void
 flint__dispatch_scale_for_queue (flint_endpoint_t *ep)
 {
-  uint32_t live, want, conc;
-
-  if (ep->current == NULL || ep->deleting || ep->queue_len == 0 || ep->d->shutting_down)
-    return;
-  conc = ep->scale.target_concurrency ? ep->scale.target_concurrency : 1;
-  live = live_replicas (ep);
-  /* replicas needed for what waits, beyond the capacity already coming up */
-  want = (ep->queue_len + conc - 1) / conc;
-  while (ep->replicas_starting < want && live < ep->scale.max_replicas)
-    {
-      flint_error_t err = FLINT_ERROR_INIT;
-      if (flint__replica_scale_up (ep, &err) == NULL)
-        {
-          char msg[800];
-          snprintf (msg, sizeof msg, "endpoint `%s`: cannot start a replica: %s", ep->name, err.msg);
-          snprintf (ep->last_error, sizeof ep->last_error, "%s", err.msg);
-          while (!flint_list_empty (&ep->queue) && ep->replicas_starting == 0 && live == 0)
-            flint__request_complete (flint_list_entry (ep->queue.next, flint_request_t, link), err.code, msg,
-                                     NULL, 0);
-          return;
-        }
-      live++;
-    }
+  if (ep->queue_len > 0)
+    flint__autoscale_up (ep);
 }
 
 static void
@@ -231,19 +227,31 @@ deadline_cb (uv_timer_t *t)
 {
   flint_request_t *req = t->data;
   flint_endpoint_t *ep = req->ep;
-  char msg[400];
+  uint64_t now = flint_now_ns ();
+  char msg[900];
 
+  if (req->state == FLINT_REQ_QUEUED && now < req->deadline_ns)
+    {
+      /* a retry's backoff is over: back to the deadline, and off it goes if a replica has room */
+      req->not_before_ns = 0;
+      uv_timer_start (&req->timer, deadline_cb, (req->deadline_ns - now + 999999) / 1000000, 0);
+      flint__dispatch_pump (ep);
+      flint__dispatch_scale_for_queue (ep);
+      return;
+    }
   if (req->state == FLINT_REQ_QUEUED)
     {
-      snprintf (msg, sizeof msg, "endpoint `%s`: no replica became available before the deadline (queued %.0f ms)",
-                ep->name, (double) (flint_now_ns () - req->arrived_ns) / 1e6);
+      int n = snprintf (msg, sizeof msg, "endpoint `%s`: no replica became available before the deadline (queued %.0f ms)",
+                        ep->name, (double) (now - req->arrived_ns) / 1e6);
+      if (ep->as.start_failures && n > 0 && (size_t) n < sizeof msg)
+        snprintf (msg + n, sizeof msg - (size_t) n, "; replicas fail to start: %s", ep->as.start_error);
       flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
     }
   else if (req->state == FLINT_REQ_DISPATCHED)
     {
       flint_replica_t *r = req->replica;
       snprintf (msg, sizeof msg, "endpoint `%s`: the function did not answer within the deadline (%.0f ms)",
-                ep->name, (double) (flint_now_ns () - req->arrived_ns) / 1e6);
+                ep->name, (double) (now - req->arrived_ns) / 1e6);
       if (ep->scale.max_concurrency <= 1)
         {
           /* A worker stuck in its only request serves nobody: replace it. */
@@ -324,9 +332,16 @@ flint__dispatch (flint_request_t *req, const char *name, uint64_t client_deadlin
       flint__request_complete (req, FLINT_EEXHAUSTED, msg, NULL, 0);
       return;
     }
+  if (flint__autoscale_blocked (ep, req->deadline_ns, msg, sizeof msg) != NULL)
+    {
+      flint__request_complete (req, FLINT_EUNAVAILABLE, msg, NULL, 0);
+      return;
+    }
+  flint__autoscale_account (ep);
   req->state = FLINT_REQ_QUEUED;
   flint_list_insert_tail (&ep->queue, &req->link);
   ep->queue_len++;
+  flint__dispatch_pump (ep);
   flint__dispatch_scale_for_queue (ep);
 }
 
@@ -365,12 +380,22 @@ flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint_stat
 
       if (retry)
         {
-          detach (req);
-          req->state = FLINT_REQ_QUEUED;
-          flint_list_insert_head (&ep->queue, &req->link); /* it already waited: first in line */
-          ep->queue_len++;
-          flint__metrics_retry (ep);
-          continue;
+          uint64_t now = flint_now_ns ();
+          uint64_t delay_ms = FLINT_MIN ((uint64_t) RETRY_BASE_MS << FLINT_MIN (req->attempts - 1, 10u),
+                                         (uint64_t) RETRY_MAX_MS);
+          retry = now + delay_ms * 1000000ull < req->deadline_ns;
+          if (retry)
+            {
+              detach (req);
+              flint__autoscale_account (ep);
+              req->state = FLINT_REQ_QUEUED;
+              req->not_before_ns = now + delay_ms * 1000000ull;
+              flint_list_insert_head (&ep->queue, &req->link); /* it already waited: first in line */
+              ep->queue_len++;
+              uv_timer_start (&req->timer, deadline_cb, delay_ms, 0);
+              flint__metrics_retry (ep);
+              continue;
+            }
         }
       snprintf (msg, sizeof msg, "endpoint `%s`: %s while handling the request", ep->name, reason);
       flint__request_complete (req, code, msg, NULL, 0);

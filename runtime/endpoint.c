@@ -338,6 +338,7 @@ flint__endpoint_drain (flint_endpoint_t *ep)
   flint_list_t *p, *t;
   uint32_t n = 0;
 
+  flint__autoscale_forget (ep);
   flint_list_foreach_safe (p, t, &ep->replicas)
     {
       flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);

@@ -294,6 +294,8 @@ startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
     }
   flint_warn ("endpoint `%s` replica %s failed to start: %s", ep->name, r->id, msg);
   snprintf (ep->last_error, sizeof ep->last_error, "replica %s failed to start: %s", r->id, msg);
+  if (r->deploy == NULL && r->version == ep->current)
+    flint__autoscale_start_failed (ep, msg);
   flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", ep->last_error, strlen (ep->last_error));
   if (r->deploy)
     {
@@ -369,6 +371,7 @@ became_ready (flint_replica_t *r, double init_ms)
   if (r->timer)
     uv_timer_stop (r->timer);
   record_start (r);
+  flint__autoscale_replica_ready (r);
   if (r->tier == FLINT_TIER_COLD)
     flint_info ("endpoint `%s` v%llu replica %s ready (cold, %.1f ms: sandbox %.1f, init %.1f)", ep->name,
                 (unsigned long long) r->version->number, r->id, r->phases_ms[FLINT_RPHASE_TOTAL],
@@ -850,6 +853,8 @@ finalize_ex (flint_replica_t *r, bool rescale)
   if (!d->shutting_down && strncmp (reason, "stopped by flintd", 17) != 0)
     {
       char line[400];
+      if (r->ready_ns)
+        ep->metrics.replica_failures++; /* startup failures were counted by startup_failed */
       snprintf (line, sizeof line, "replica %s: %s", r->id, reason);
       flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", line, strlen (line));
       flint_warn ("endpoint `%s`: %s", ep->name, line);

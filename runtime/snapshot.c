@@ -852,8 +852,10 @@ canary_passed (flint_replica_t *r)
     }
   if (r->tier == FLINT_TIER_IMAGE)
     s->restore_failures = 0;
-  if (r->parking && flint_list_empty (&ep->queue) && v == ep->current && !ep->deleting
-      && count_parked (ep, v, false) < ep->scale.parked_replicas)
+  /* A pool replica serves at once only when requests wait AND the endpoint may grow: otherwise
+   * a burst would turn every pool refill into one more serving replica past max_replicas. */
+  if (r->parking && (flint_list_empty (&ep->queue) || flint__autoscale_live (ep) >= ep->scale.max_replicas)
+      && v == ep->current && !ep->deleting && count_parked (ep, v, false) < ep->scale.parked_replicas)
     {
       /* the pool's replica: frozen until a request needs it (its hook and canary are done) */
       r->parking = false;

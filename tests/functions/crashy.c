@@ -3,7 +3,8 @@
  *   "alloc:MB" allocates and touches memory, "big:N" answers N bytes, "fail" fails the invoke,
  *   "env:NAME" answers an environment variable, "replica" its replica id, "count" a heap counter
  *   that survives snapshots, "restores" how often flint_after_restore ran in this process,
- *   "pid" its pid, "stream:N" N chunks; anything else is echoed. */
+ *   "pid" its pid, "stream:N" N chunks; anything else is echoed. Its init fails when the config
+ *   key `fail_init` or the environment variable FLINT_TEST_FAIL_INIT (a secret) is non-empty. */
 #include <flint/function.h>
 
 #include <signal.h>
@@ -24,8 +25,11 @@ int
 flint_init (flint_ctx_t *ctx)
 {
   const char *fail = flint_config (ctx, "fail_init");
+  const char *fail_env = getenv ("FLINT_TEST_FAIL_INIT"); /* from a secret: flips without a redeploy */
   if (fail && *fail)
     return flint_set_error (ctx, "init refused: %s", fail);
+  if (fail_env && *fail_env)
+    return flint_set_error (ctx, "init refused: %s", fail_env);
   counter = calloc (1, sizeof *counter);
   return counter ? 0 : flint_set_error (ctx, "out of memory");
 }

@@ -6,6 +6,7 @@ Environment (set by meson): FLINT_BUILD_DIR, FLINT_SOURCE_DIR. FLINT_TEST_NO_SAN
 workers without isolation (only for debugging the harness itself).
 """
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -205,6 +206,33 @@ class Flintd:
     def status(self, name):
         return json.loads(self.cli("status", name, "--json").stdout)
 
+    def http(self, method, path, body=None, headers=None, timeout=30):
+        """One request to the HTTP front door (Python's http.client, HTTP/1.1): (status, headers
+        with lowercase names, body bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def endpoint(self, name):
+        """GetEndpoint as JSON over HTTP: the content of `flint status NAME --json` without a
+        process per call, so polling stays quick on a loaded machine."""
+        status, _headers, body = self.http("GET", "/v1/endpoints/" + name)
+        if status != 200:
+            raise AssertionError("GET /v1/endpoints/%s: %d %r" % (name, status, body[:500]))
+        return json.loads(body)
+
+    def metrics(self):
+        """GET /metrics parsed by prometheus_client's text parser: {family name: Metric}."""
+        from prometheus_client.parser import text_string_to_metric_families
+        status, headers, body = self.http("GET", "/metrics")
+        if status != 200:
+            raise AssertionError("GET /metrics: %d %r" % (status, body[:500]))
+        return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
     def wait_for(self, predicate, timeout=20, what="condition"):
         deadline = time.time() + timeout
         last = None
@@ -215,6 +243,20 @@ class Flintd:
             time.sleep(0.05)
         raise AssertionError("timed out waiting for %s (last: %r)\nflintd log tail:\n%s" % (
             what, last, self.read_log()[-3000:]))
+
+
+def metric_value(families, name, sample_name=None, **labels):
+    """The value of the one sample of family `name` (sample `sample_name`, default the family's
+    own) whose labels include `labels`; 0 when there is none."""
+    fam = families.get(name)
+    if fam is None:
+        return 0
+    want = sample_name or (name + "_total" if fam.type == "counter" else name)
+    found = [s.value for s in fam.samples
+             if s.name == want and all(s.labels.get(k) == v for k, v in labels.items())]
+    if len(found) > 1:
+        raise AssertionError("%d samples of %s match %r" % (len(found), want, labels))
+    return found[0] if found else 0
 
 
 def build_path(*parts):
