@@ -101,6 +101,9 @@ llm_init (flint_ctx_t *ctx)
   flint_set_user (ctx, e);
   flint_log_line (ctx, "flint-worker: model `%s`%s%s loaded on %s", model, o.draft_dir ? " with draft " : "",
                   o.draft_dir ? o.draft_dir : "", flint_engine_device (e));
+  if (flint_engine_backend_fallback (e))
+    flint_log_line (ctx, "flint-worker: model `%s` runs on the CPU: no GPU answered (%s)", model,
+                    flint_engine_backend_fallback (e));
   return 0;
 }
 
