@@ -427,6 +427,8 @@ B (const fk_batch_t *b)
 extern "C" int
 fk_embed (float *out, const void *table, int dtype, uint32_t cols, const fk_batch_t *b, uint32_t n, void *stream)
 {
+  if (n == 0)
+    return 0;
   switch (dtype)
     {
     case FK_BF16: k_embed<FK_BF16><<<n, 256, 0, S (stream)>>> (out, table, cols, B (b)); break;
@@ -439,6 +441,8 @@ fk_embed (float *out, const void *table, int dtype, uint32_t cols, const fk_batc
 extern "C" int
 fk_rmsnorm (float *out, const float *x, const void *w, int wdtype, uint32_t rows, uint32_t d, float eps, void *stream)
 {
+  if (rows == 0)
+    return 0;
   k_rmsnorm<<<rows, 256, 0, S (stream)>>> (out, x, w, wdtype, d, eps);
   return (int) cudaGetLastError ();
 }
