@@ -10,6 +10,9 @@
  *                                                     line per payload, in order
  *   engine-tool stream MODEL PAYLOAD                  token events then the final record
  *   engine-tool checkpoint MODEL PAYLOAD              result, checkpoint hooks, result again
+ *   engine-tool cancel MODEL N PAYLOAD                cancels after N tokens (0: right after
+ *                                                     submit), prints the record, then runs the
+ *                                                     payload again to completion
  * Options (before MODEL): --backend cpu|cuda|auto, --draft DIR, --kernels generic|avx2|avx512, --threads N,
  * --max-seqs N, --context N, --spec N, --chunk N, --sequential (generate one at a time),
  * --stats (print the engine's metrics after generate). */
@@ -290,6 +293,27 @@ main (int argc, char **argv)
       if (flint_engine_after_restore (e, &err) < 0)
         printf ("after_restore: %s\n", err.msg), rc = 1;
       rc |= run_payloads (e, 1, argv + i, false);
+    }
+  else if (strcmp (cmd, "cancel") == 0 && argc - i == 2)
+    {
+      flint_error_t err = FLINT_ERROR_INIT;
+      flint_engine_req_t *r;
+      flint_engine_token_t tok;
+      int after = atoi (argv[i]), seen = 0;
+      if (flint_engine_request_new (e, argv[i + 1], strlen (argv[i + 1]), &r, &err) < 0
+          || flint_engine_submit (e, r, &err) < 0)
+        {
+          printf ("%s\n", err.msg);
+          return 1;
+        }
+      if (after == 0)
+        flint_engine_cancel (r);
+      while (flint_engine_next (r, -1, &tok) == 1)
+        if (++seen == after)
+          flint_engine_cancel (r);
+      print_result (r, false);
+      flint_engine_request_free (r);
+      rc = run_payloads (e, 1, argv + i + 1, false);
     }
   else
     usage ();

@@ -266,6 +266,18 @@ class Engine(unittest.TestCase):
         self.assertEqual(len(out), 2, out)
         self.assertEqual(out[0]["tokens"], out[1]["tokens"])
 
+    def test_cancel(self):
+        d = self.models["llama"]
+        p = payload("cancel me", 200)
+        for after in (0, 3):
+            first, again = results(tool("cancel", d, after, p))
+            self.assertEqual(first["finish_reason"], "cancelled", after)
+            self.assertLess(first["usage"]["completion_tokens"], 200)
+            self.assertGreaterEqual(first["usage"]["completion_tokens"], after)
+            # the slot was given back: the same request runs to the end afterwards
+            self.assertEqual(again["finish_reason"], "length")
+            self.assertEqual(again["usage"]["completion_tokens"], 200)
+
     # ---- bad input ----------------------------------------------------------------------------
     def test_bad_payloads(self):
         d = self.models["llama"]

@@ -15,9 +15,12 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-/* GCC 12's AVX-512 headers start masked conversions from _mm512_undefined_*(), which
- * -Wmaybe-uninitialized reports at every inlined use: a known false positive. */
+#if !defined(__clang__)
+/* GCC 12's AVX-512 headers start masked operations from _mm512_undefined_*(), which
+ * -W(maybe-)uninitialized reports at every inlined use: a known false positive. */
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #endif
 
 float
@@ -190,68 +193,103 @@ hsum256 (__m256 v)
   return _mm_cvtss_f32 (_mm_add_ss (t, _mm_shuffle_ps (t, t, 1)));
 }
 
-static inline __attribute__ ((always_inline)) T_AVX2 void
-tile_avx2_t (const float *const *x, const void *const *w, flint_dtype_t dt, uint32_t k, float *out, size_t os,
-             const int NX, const int NW)
-{
-  __m256 a0[FLINT_TILE_MAX][FLINT_TILE_MAX], a1[FLINT_TILE_MAX][FLINT_TILE_MAX];
-  uint32_t i = 0;
+/* One tile shape for one dtype: the accumulators are arrays of the exact shape, so that they
+ * live in registers (the shape-generic version spilled them). `DT` is a dtype constant. */
+#define TILE_VEC(ATTR, NAME, VEC, ZERO, LDW, LDX, FMA, ADD, HSUM, LANES, NX, NW, DT)                  \
+  static ATTR void NAME (const float *const *x, const void *const *w, uint32_t k, float *out, size_t os) \
+  {                                                                                                    \
+    VEC a0[NX][NW], a1[NX][NW];                                                                        \
+    uint32_t i = 0;                                                                                    \
+    for (int r = 0; r < NX; r++)                                                                       \
+      for (int c = 0; c < NW; c++)                                                                     \
+        a0[r][c] = a1[r][c] = ZERO ();                                                                 \
+    for (; i + 2 * LANES <= k; i += 2 * LANES)                                                         \
+      {                                                                                                \
+        VEC w0[NW], w1[NW];                                                                            \
+        for (int c = 0; c < NW; c++)                                                                   \
+          {                                                                                            \
+            w0[c] = LDW (w[c], DT, i);                                                                 \
+            w1[c] = LDW (w[c], DT, i + LANES);                                                         \
+          }                                                                                            \
+        for (int r = 0; r < NX; r++)                                                                   \
+          {                                                                                            \
+            VEC x0 = LDX (x[r] + i), x1 = LDX (x[r] + i + LANES);                                      \
+            for (int c = 0; c < NW; c++)                                                               \
+              {                                                                                        \
+                a0[r][c] = FMA (x0, w0[c], a0[r][c]);                                                  \
+                a1[r][c] = FMA (x1, w1[c], a1[r][c]);                                                  \
+              }                                                                                        \
+          }                                                                                            \
+      }                                                                                                \
+    if (i + LANES <= k)                                                                                \
+      {                                                                                                \
+        for (int c = 0; c < NW; c++)                                                                   \
+          {                                                                                            \
+            VEC w0 = LDW (w[c], DT, i);                                                                \
+            for (int r = 0; r < NX; r++)                                                               \
+              a0[r][c] = FMA (LDX (x[r] + i), w0, a0[r][c]);                                           \
+          }                                                                                            \
+        i += LANES;                                                                                    \
+      }                                                                                                \
+    for (int r = 0; r < NX; r++)                                                                       \
+      for (int c = 0; c < NW; c++)                                                                     \
+        {                                                                                              \
+          float t = HSUM (ADD (a0[r][c], a1[r][c]));                                                   \
+          for (uint32_t j = i; j < k; j++)                                                             \
+            t += x[r][j] * elem (w[c], DT, j);                                                         \
+          out[r * os + c] = t;                                                                         \
+        }                                                                                              \
+  }
 
-#pragma GCC unroll 4
-  for (int r = 0; r < NX; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < NW; c++)
-      a0[r][c] = a1[r][c] = _mm256_setzero_ps ();
-  for (; i + 16 <= k; i += 16)
+typedef void (*tile_fn) (const float *const *x, const void *const *w, uint32_t k, float *out, size_t os);
+
+/* Shapes: index = nx * 8 + nw; the others run column by column (same arithmetic). */
+#define SHAPE_LIST(X, ...)                                                                             \
+  X (__VA_ARGS__, 1, 1) X (__VA_ARGS__, 1, 2) X (__VA_ARGS__, 1, 4) X (__VA_ARGS__, 2, 1)              \
+  X (__VA_ARGS__, 2, 2) X (__VA_ARGS__, 2, 4) X (__VA_ARGS__, 3, 1) X (__VA_ARGS__, 3, 2)              \
+  X (__VA_ARGS__, 4, 1) X (__VA_ARGS__, 4, 2)
+
+static void
+tile_dispatch (tile_fn const table[3][40], const float *const *x, uint32_t nx, const void *const *w, uint32_t nw,
+               flint_dtype_t dt, uint32_t k, float *out, size_t os)
+{
+  int d = dt == FLINT_DTYPE_BF16 ? 0 : dt == FLINT_DTYPE_F16 ? 1 : 2;
+  tile_fn f = nx <= 4 && nw <= 4 ? table[d][nx * 8 + nw] : NULL;
+  if (f)
     {
-      __m256 w0[FLINT_TILE_MAX], w1[FLINT_TILE_MAX];
-#pragma GCC unroll 4
-      for (int c = 0; c < NW; c++)
-        {
-          w0[c] = ld256 (w[c], dt, i);
-          w1[c] = ld256 (w[c], dt, i + 8);
-        }
-#pragma GCC unroll 4
-      for (int r = 0; r < NX; r++)
-        {
-          __m256 x0 = _mm256_loadu_ps (x[r] + i), x1 = _mm256_loadu_ps (x[r] + i + 8);
-#pragma GCC unroll 4
-          for (int c = 0; c < NW; c++)
-            {
-              a0[r][c] = _mm256_fmadd_ps (x0, w0[c], a0[r][c]);
-              a1[r][c] = _mm256_fmadd_ps (x1, w1[c], a1[r][c]);
-            }
-        }
+      f (x, w, k, out, os);
+      return;
     }
-  if (i + 8 <= k)
-    {
-#pragma GCC unroll 4
-      for (int c = 0; c < NW; c++)
-        {
-          __m256 w0 = ld256 (w[c], dt, i);
-#pragma GCC unroll 4
-          for (int r = 0; r < NX; r++)
-            a0[r][c] = _mm256_fmadd_ps (_mm256_loadu_ps (x[r] + i), w0, a0[r][c]);
-        }
-      i += 8;
-    }
-#pragma GCC unroll 4
-  for (int r = 0; r < NX; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < NW; c++)
-      {
-        float t = hsum256 (_mm256_add_ps (a0[r][c], a1[r][c]));
-        for (uint32_t j = i; j < k; j++)
-          t += x[r][j] * elem (w[c], dt, j);
-        out[r * os + c] = t;
-      }
+  for (uint32_t c = 0; c < nw; c++)
+    for (uint32_t r = 0; r < nx; r++)
+      table[d][1 * 8 + 1] (x + r, w + c, k, out + r * os + c, os);
 }
 
-static T_AVX2 void
+static inline __attribute__ ((always_inline)) T_AVX2 __m256
+ldx256 (const float *p)
+{
+  return _mm256_loadu_ps (p);
+}
+
+#define AVX2_TILE(DTN, NX, NW)                                                                         \
+  TILE_VEC (T_AVX2, tile_avx2_##DTN##_##NX##_##NW, __m256, _mm256_setzero_ps, ld256, ldx256,            \
+            _mm256_fmadd_ps, _mm256_add_ps, hsum256, 8, NX, NW, FLINT_DTYPE_##DTN)
+SHAPE_LIST (AVX2_TILE, BF16)
+SHAPE_LIST (AVX2_TILE, F16)
+SHAPE_LIST (AVX2_TILE, F32)
+
+#define TABLE_ENTRY(PFX, DTN, NX, NW) [NX * 8 + NW] = PFX##_##DTN##_##NX##_##NW,
+static tile_fn const avx2_tiles[3][40] = {
+  { SHAPE_LIST (TABLE_ENTRY, tile_avx2, BF16) },
+  { SHAPE_LIST (TABLE_ENTRY, tile_avx2, F16) },
+  { SHAPE_LIST (TABLE_ENTRY, tile_avx2, F32) },
+};
+
+static void
 tile_avx2 (const float *const *x, uint32_t nx, const void *const *w, uint32_t nw, flint_dtype_t dt, uint32_t k,
            float *out, size_t os)
 {
-  SHAPES (tile_avx2_t, x, w, dt, k, out, os)
+  tile_dispatch (avx2_tiles, x, nx, w, nw, dt, k, out, os);
 }
 
 static T_AVX2 void
@@ -286,70 +324,38 @@ ld512 (const void *w, flint_dtype_t dt, size_t i)
   return _mm512_loadu_ps ((const float *) w + i);
 }
 
-static inline __attribute__ ((always_inline)) T_AVX512 void
-tile_avx512_t (const float *const *x, const void *const *w, flint_dtype_t dt, uint32_t k, float *out, size_t os,
-               const int NX, const int NW)
+static inline __attribute__ ((always_inline)) T_AVX512 __m512
+ldx512 (const float *p)
 {
-  __m512 a0[FLINT_TILE_MAX][FLINT_TILE_MAX], a1[FLINT_TILE_MAX][FLINT_TILE_MAX];
-  uint32_t i = 0;
-
-#pragma GCC unroll 4
-  for (int r = 0; r < NX; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < NW; c++)
-      a0[r][c] = a1[r][c] = _mm512_setzero_ps ();
-  for (; i + 32 <= k; i += 32)
-    {
-      __m512 w0[FLINT_TILE_MAX], w1[FLINT_TILE_MAX];
-#pragma GCC unroll 4
-      for (int c = 0; c < NW; c++)
-        {
-          w0[c] = ld512 (w[c], dt, i);
-          w1[c] = ld512 (w[c], dt, i + 16);
-        }
-#pragma GCC unroll 4
-      for (int r = 0; r < NX; r++)
-        {
-          __m512 x0 = _mm512_loadu_ps (x[r] + i), x1 = _mm512_loadu_ps (x[r] + i + 16);
-#pragma GCC unroll 4
-          for (int c = 0; c < NW; c++)
-            {
-              a0[r][c] = _mm512_fmadd_ps (x0, w0[c], a0[r][c]);
-              a1[r][c] = _mm512_fmadd_ps (x1, w1[c], a1[r][c]);
-            }
-        }
-    }
-  if (i + 16 <= k)
-    {
-#pragma GCC unroll 4
-      for (int c = 0; c < NW; c++)
-        {
-          __m512 w0 = ld512 (w[c], dt, i);
-#pragma GCC unroll 4
-          for (int r = 0; r < NX; r++)
-            a0[r][c] = _mm512_fmadd_ps (_mm512_loadu_ps (x[r] + i), w0, a0[r][c]);
-        }
-      i += 16;
-    }
-#pragma GCC unroll 4
-  for (int r = 0; r < NX; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < NW; c++)
-      {
-        __m512 s = _mm512_add_ps (a0[r][c], a1[r][c]);
-        float t = hsum256 (_mm256_add_ps (_mm512_castps512_ps256 (s),
-                                          _mm256_castpd_ps (_mm512_extractf64x4_pd (_mm512_castps_pd (s), 1))));
-        for (uint32_t j = i; j < k; j++)
-          t += x[r][j] * elem (w[c], dt, j);
-        out[r * os + c] = t;
-      }
+  return _mm512_loadu_ps (p);
 }
 
-static T_AVX512 void
+/* 512 → 256 by adding the halves, then the AVX2 reduction: a fixed order. */
+static inline __attribute__ ((always_inline)) T_AVX512 float
+hsum512 (__m512 s)
+{
+  return hsum256 (_mm256_add_ps (_mm512_castps512_ps256 (s),
+                                 _mm256_castpd_ps (_mm512_extractf64x4_pd (_mm512_castps_pd (s), 1))));
+}
+
+#define AVX512_TILE(DTN, NX, NW)                                                                       \
+  TILE_VEC (T_AVX512, tile_avx512_##DTN##_##NX##_##NW, __m512, _mm512_setzero_ps, ld512, ldx512,        \
+            _mm512_fmadd_ps, _mm512_add_ps, hsum512, 16, NX, NW, FLINT_DTYPE_##DTN)
+SHAPE_LIST (AVX512_TILE, BF16)
+SHAPE_LIST (AVX512_TILE, F16)
+SHAPE_LIST (AVX512_TILE, F32)
+
+static tile_fn const avx512_tiles[3][40] = {
+  { SHAPE_LIST (TABLE_ENTRY, tile_avx512, BF16) },
+  { SHAPE_LIST (TABLE_ENTRY, tile_avx512, F16) },
+  { SHAPE_LIST (TABLE_ENTRY, tile_avx512, F32) },
+};
+
+static void
 tile_avx512 (const float *const *x, uint32_t nx, const void *const *w, uint32_t nw, flint_dtype_t dt, uint32_t k,
              float *out, size_t os)
 {
-  SHAPES (tile_avx512_t, x, w, dt, k, out, os)
+  tile_dispatch (avx512_tiles, x, nx, w, nw, dt, k, out, os);
 }
 
 static T_AVX512 void
@@ -375,9 +381,14 @@ const flint_cpu_kernels_t *
 flint__cpu_kernels_detect (const char *force)
 {
 #if defined(__x86_64__)
-  bool avx512, avx2;
+  bool avx512, avx2, f16c;
   __builtin_cpu_init ();
-  avx2 = __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma") && __builtin_cpu_supports ("f16c");
+#if defined(__clang__)
+  f16c = true; /* clang cannot ask for it; every CPU with AVX2 has F16C */
+#else
+  f16c = __builtin_cpu_supports ("f16c");
+#endif
+  avx2 = __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma") && f16c;
   avx512 = avx2 && __builtin_cpu_supports ("avx512f");
   if (force && strcmp (force, "generic") == 0)
     return &k_generic;

@@ -58,7 +58,7 @@ stop_holdback (const flint_engine_req_t *r)
 /* Appends token `t` to the request; decides whether it finishes the request; stages the event
  * with the text it releases. Returns true when the request is finished. */
 static bool
-commit (flint_engine_t *e, flint_engine_req_t *r, int32_t t, uint64_t now, uint32_t burst)
+commit (flint_engine_t *e, flint_engine_req_t *r, int32_t t, uint64_t now)
 {
   size_t old = r->text.len, end;
   const char *reason = NULL;
@@ -119,8 +119,6 @@ commit (flint_engine_t *e, flint_engine_req_t *r, int32_t t, uint64_t now, uint3
       r->t_first = now;
       flint__samples_add (&e->ttft_ms, (double) (now - r->t_submit) / 1e6);
     }
-  else
-    flint__samples_add (&e->itl_ms, (double) (now - r->t_last) / 1e6 / burst);
   pthread_mutex_unlock (&e->stats_lock);
   return r->finishing;
 }
@@ -228,7 +226,7 @@ accept (flint_engine_t *e, flint_engine_req_t *r, uint64_t now)
         {
           int32_t t = flint__argmax (L0 + (size_t) i * V, V);
           committed++;
-          done = commit (e, r, t, now, k + 1);
+          done = commit (e, r, t, now);
           if (done || i == k || t != r->draft[i])
             break;
           a++;
@@ -247,7 +245,7 @@ accept (flint_engine_t *e, flint_engine_req_t *r, uint64_t now)
           if (flint__rng_uniform (&r->rng) * q[y] < p[y])
             {
               a++;
-              done = commit (e, r, y, now, k + 1);
+              done = commit (e, r, y, now);
               continue;
             }
           /* rejected: draw from the part of p that q does not cover */
@@ -262,13 +260,13 @@ accept (flint_engine_t *e, flint_engine_req_t *r, uint64_t now)
             if (sum <= 0)
               flint__sample_probs (&e->sampler, L0 + (size_t) i * V, &r->sampling, p);
           }
-          commit (e, r, flint__sample_from (p, V, &r->rng), now, k + 1);
+          commit (e, r, flint__sample_from (p, V, &r->rng), now);
           done = true;
         }
       if (!done && i == k)
         {
           committed++;
-          commit (e, r, flint__sample (&e->sampler, L0 + (size_t) k * V, &r->sampling, &r->rng), now, k + 1);
+          commit (e, r, flint__sample (&e->sampler, L0 + (size_t) k * V, &r->sampling, &r->rng), now);
         }
     }
   if (e->draft && k)
@@ -368,6 +366,8 @@ step (flint_engine_t *e)
   for (uint32_t i = 0; i < na; i++)
     {
       flint_engine_req_t *r = act[i];
+      size_t before = r->n_toks;
+      bool decoding = r->t_first != 0;
       if (r->finishing)
         continue;
       if (r->mode == REQ_PREFILL)
@@ -378,10 +378,20 @@ step (flint_engine_t *e)
           if (e->draft)
             r->d_cached = r->prefilled;
           if (r->out0 != UINT32_MAX)
-            commit (e, r, flint__sample (&e->sampler, e->logits + (size_t) r->out0 * V, &r->sampling, &r->rng), now, 1);
+            commit (e, r, flint__sample (&e->sampler, e->logits + (size_t) r->out0 * V, &r->sampling, &r->rng), now);
         }
       else
         accept (e, r, now);
+      /* inter-token latency: a step that produced several tokens (speculation) spreads its
+       * time over them */
+      if (decoding && r->n_toks > before)
+        {
+          size_t n = r->n_toks - before;
+          pthread_mutex_lock (&e->stats_lock);
+          for (size_t j = 0; j < n; j++)
+            flint__samples_add (&e->itl_ms, (double) (now - r->t_last) / 1e6 / (double) n);
+          pthread_mutex_unlock (&e->stats_lock);
+        }
       r->t_last = now;
     }
   return;
