@@ -246,6 +246,28 @@ scale_rpc (flint_rpc_t *rpc, void *data)
   flint__v1__scale_request__free_unpacked (in, NULL);
 }
 
+static void
+drain_rpc (flint_rpc_t *rpc, void *data)
+{
+  flint_daemon_t *d = data;
+  UNPACK_OR_FAIL (Flint__V1__DrainRequest, flint__v1__drain_request__unpack, rpc, in);
+  flint_endpoint_t *ep = flint__endpoint_get (d, in->name);
+
+  if (ep == NULL || ep->deleting)
+    {
+      char msg[200];
+      snprintf (msg, sizeof msg, "endpoint `%s` not found", in->name);
+      finish_err (rpc, FLINT_ENOTFOUND, msg);
+    }
+  else
+    {
+      Flint__V1__DrainResponse resp = FLINT__V1__DRAIN_RESPONSE__INIT;
+      resp.stopped = flint__endpoint_drain (ep);
+      finish_msg (rpc, &resp.base);
+    }
+  flint__v1__drain_request__free_unpacked (in, NULL);
+}
+
 /* ---- health ------------------------------------------------------------------------------ */
 
 static void
@@ -309,6 +331,7 @@ flint__api_grpc_register (flint_daemon_t *d, flint_error_t *err)
     { "/flint.v1.Flint/GetEndpoint", FLINT_RPC_UNARY, get_rpc },
     { "/flint.v1.Flint/DeleteEndpoint", FLINT_RPC_UNARY, delete_rpc },
     { "/flint.v1.Flint/Scale", FLINT_RPC_UNARY, scale_rpc },
+    { "/flint.v1.Flint/Drain", FLINT_RPC_UNARY, drain_rpc },
     { "/flint.v1.Flint/Logs", FLINT_RPC_SERVER_STREAM, flint__logs_rpc },
     { "/flint.v1.Flint/SetSecret", FLINT_RPC_UNARY, flint__secret_set_rpc },
     { "/flint.v1.Flint/ListSecrets", FLINT_RPC_UNARY, flint__secret_list_rpc },

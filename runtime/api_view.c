@@ -42,6 +42,7 @@ scale_proto (const flint_scale_t *s)
   m->startup_timeout_ms = s->startup_timeout_ms;
   m->retries = s->retries;
   m->queue_size = s->queue_size;
+  m->parked_replicas = s->parked_replicas;
   return m;
 }
 
@@ -211,6 +212,8 @@ flint__api_apply_scale (flint_endpoint_t *ep, const Flint__V1__ScaleRequest *req
         s.retries = in->retries;
       else if (strcmp (k, "queue_size") == 0)
         s.queue_size = in->queue_size;
+      else if (strcmp (k, "parked_replicas") == 0)
+        s.parked_replicas = in->parked_replicas;
       else
         return flint_error_set (err, FLINT_EINVAL, "unknown knob `%s`", k);
     }

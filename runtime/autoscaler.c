@@ -31,6 +31,7 @@ flint__autoscale_now (flint_endpoint_t *ep)
       live++;
     }
   flint__dispatch_scale_for_queue (ep);
+  flint__snapshot_keep_parked (ep);
 }
 
 static void

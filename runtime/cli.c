@@ -539,9 +539,23 @@ print_status (const Flint__V1__Endpoint *e)
         {
           char sz[32];
           flint_format_size (sn->size_bytes, sz, sizeof sz);
-          printf ("snapshot   tier %s, image %s, dump %.1f ms, %u parked; restores: %llu, p50 %.1f ms, p99 %.1f ms\n",
-                  sn->tier, sz, sn->dump_ms, sn->parked, (unsigned long long) sn->restores, sn->restore_p50_ms,
-                  sn->restore_p99_ms);
+          char when[32] = "";
+          if (sn->created_ms)
+            {
+              time_t t = (time_t) (sn->created_ms / 1000);
+              struct tm tm;
+              gmtime_r (&t, &tm);
+              strftime (when, sizeof when, ", taken %Y-%m-%d %H:%M:%S UTC", &tm);
+            }
+          printf ("snapshot   tier %s, image %s, dump %.1f ms%s; %u/%u parked\n", sn->tier, sz, sn->dump_ms, when,
+                  sn->parked, sn->parked_target);
+          printf ("restores   image: %llu, p50 %.1f ms, p99 %.1f ms; parked: %llu, p50 %.1f ms, p99 %.1f ms; "
+                  "fallbacks %llu\n",
+                  (unsigned long long) sn->restores, sn->restore_p50_ms, sn->restore_p99_ms,
+                  (unsigned long long) sn->unparks, sn->unpark_p50_ms, sn->unpark_p99_ms,
+                  (unsigned long long) sn->fallbacks);
+          if (sn->error[0])
+            printf ("           %s\n", sn->error);
         }
     }
   if (e->n_cold_start_ms)
@@ -628,6 +642,29 @@ cmd_rm (cli_t *cli, int argc, char **argv)
   return EXIT_OK;
 }
 
+static int
+cmd_drain (cli_t *cli, int argc, char **argv)
+{
+  Flint__V1__DrainRequest req = FLINT__V1__DRAIN_REQUEST__INIT;
+  Flint__V1__DrainResponse *resp;
+  flint_error_t err = FLINT_ERROR_INIT;
+  _cleanup_free_ uint8_t *buf = NULL;
+  size_t len;
+
+  if (argc != 2)
+    return usage_error ("usage: flint drain NAME");
+  req.name = argv[1];
+  if (unary (cli, "/flint.v1.Flint/Drain", &req.base, 10000, &buf, &len, &err) < 0)
+    return report (&err);
+  resp = flint__v1__drain_response__unpack (NULL, len, buf);
+  if (resp == NULL)
+    return EXIT_FAILED;
+  printf ("%s: %u replica%s stopped; the next request starts one by the fastest tier\n", argv[1], resp->stopped,
+          resp->stopped == 1 ? "" : "s");
+  flint__v1__drain_response__free_unpacked (resp, NULL);
+  return EXIT_OK;
+}
+
 /* ---- scale ----------------------------------------------------------------------------------- */
 
 static int
@@ -665,6 +702,7 @@ cmd_scale (cli_t *cli, int argc, char **argv)
   set.startup_timeout_ms = s.startup_timeout_ms;
   set.retries = s.retries;
   set.queue_size = s.queue_size;
+  set.parked_replicas = s.parked_replicas;
   req.name = argv[1];
   req.settings = &set;
   req.set = keys;
@@ -679,7 +717,8 @@ cmd_scale (cli_t *cli, int argc, char **argv)
                 e->scale->max_concurrency, e->scale->buffer_replicas);
         print_duration (", scaledown window ", e->scale->scaledown_window_ms);
         print_duration (", timeout ", e->scale->timeout_ms);
-        printf (", retries %u, queue %u\n", e->scale->retries, e->scale->queue_size);
+        printf (", retries %u, queue %u, parked %u\n", e->scale->retries, e->scale->queue_size,
+                e->scale->parked_replicas);
       }
     if (e)
       flint__v1__endpoint__free_unpacked (e, NULL);
@@ -854,6 +893,7 @@ usage (FILE *f)
            "  logs NAME [-f] [--since D] [--tail N]\n"
            "                                  the endpoint's captured worker output\n"
            "  scale NAME KNOB=VALUE...        change autoscaling knobs live\n"
+           "  drain NAME                      stop its running replicas now (parked ones stay)\n"
            "  rm NAME                         delete an endpoint\n"
            "  secret set NAME KEY=VALUE...    create or replace a secret\n"
            "  secret ls | secret rm NAME\n"
@@ -911,6 +951,8 @@ flint_cli_main (int argc, char **argv)
     r = cmd_rm (&cli, argc, argv);
   else if (strcmp (argv[0], "scale") == 0)
     r = cmd_scale (&cli, argc, argv);
+  else if (strcmp (argv[0], "drain") == 0)
+    r = cmd_drain (&cli, argc, argv);
   else if (strcmp (argv[0], "logs") == 0)
     r = cmd_logs (&cli, argc, argv);
   else if (strcmp (argv[0], "secret") == 0)

@@ -237,6 +237,8 @@ flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_
   }
   if (flint__helper_start_wait (&d->spawner, 10000, err) < 0)
     return -1;
+  /* snapshots are optional: without them (or CRIU) every endpoint starts cold */
+  flint__snapshots_start (d);
 
   if (flint_grpc_server_new (d->loop, &gopts, &d->grpc, err) < 0)
     return -1;
@@ -298,6 +300,7 @@ shutdown_all (flint_daemon_t *d)
         flint__request_complete (flint_list_entry (ep->queue.next, flint_request_t, link), FLINT_EUNAVAILABLE,
                                  "flintd is shutting down", NULL, 0);
     }
+  flint__snapshots_stop (d);
   flint__helper_stop (&d->spawner);
   flint__replicas_helper_lost (&d->spawner);
   flint_grpc_server_free (d->grpc);
@@ -307,8 +310,19 @@ shutdown_all (flint_daemon_t *d)
   if (d->sig_int)
     uv_close ((uv_handle_t *) d->sig_int, free_handle_cb);
   d->sig_term = d->sig_int = NULL;
+  /* The helpers exit on their own once their sockets close, after killing their sandboxes and
+   * removing their cgroups; a signal now would cut that short and leave cgroups behind.
+   * flint_daemon_run waits for them (and kills what does not go). */
+}
+
+/* Helpers still running after the grace period are killed. */
+static void
+kill_helpers (flint_daemon_t *d)
+{
   if (d->spawner.proc)
-    uv_process_kill (d->spawner.proc, SIGTERM);
+    uv_process_kill (d->spawner.proc, SIGKILL);
+  if (d->snapshotter.proc)
+    uv_process_kill (d->snapshotter.proc, SIGKILL);
 }
 
 int
@@ -319,9 +333,17 @@ flint_daemon_run (flint_daemon_t *d)
   uv_run (d->loop, UV_RUN_DEFAULT);
   shutdown_all (d);
   /* let handles close and the helpers exit (their exit callbacks free the process handles) */
-  until = flint_now_ns () + 3000000000ull;
+  until = flint_now_ns () + 5000000000ull;
   while (uv_run (d->loop, UV_RUN_NOWAIT) != 0 && flint_now_ns () < until)
     usleep (1000);
+  if (d->spawner.proc || d->snapshotter.proc)
+    {
+      flint_warn ("node helpers did not exit within 5 s of shutdown: killing them");
+      kill_helpers (d);
+      until = flint_now_ns () + 1000000000ull;
+      while (uv_run (d->loop, UV_RUN_NOWAIT) != 0 && flint_now_ns () < until)
+        usleep (1000);
+    }
   return 0;
 }
 

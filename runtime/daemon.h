@@ -104,18 +104,20 @@ typedef enum flint_snapshot_state_e {
 /* A version's snapshot: its image on the node and what restores from it have cost. */
 typedef struct flint_snapshot_s {
   flint_snapshot_state_t state;
-  char *image_dir;
+  char *image_dir;                /* RUN/images/<endpoint>-<version> */
   uint64_t size_bytes;
   double dump_ms;
   int64_t created_ms;
-  flint_snapshot_file_t *files;
+  char *meta;                     /* "key=value\n" lines: CRIU version, kernel, worker digest, ... */
+  flint_snapshot_file_t *files;   /* with their digests, as recorded in the registry */
   size_t n_files;
-  char error[512];
+  char error[512];                /* why there is none (FAILED), for status and deploy output */
   flint_hist_t restore_ms;        /* Restore request → replica ready, image tier */
   flint_hist_t unpark_ms;         /* parked → ready */
   uint64_t restores;
-  uint32_t parked_target;         /* frozen replicas kept ready (parked tier) */
   uint32_t restore_failures;      /* consecutive: the image tier is skipped after 3 */
+  flint_deploy_t *deploy;         /* the deploy waiting for the snapshot step (TAKING) */
+  flint_replica_t *source;        /* the replica being checkpointed (TAKING) */
 } flint_snapshot_t;
 
 struct flint_version_s {
@@ -168,6 +170,8 @@ struct flint_replica_s {
   uint64_t started_ns;
   uint64_t ready_ns;
   uint64_t last_active_ns;
+  uint64_t startup_limit_ms;      /* the startup timer's current limit (startup_timeout, or the
+                                     shorter one of a restore) */
   double phases_ms[8];            /* sandbox, init, ... (see replica.c) */
   uint64_t completed;
   flint_hist_t latency;           /* of requests this replica answered */
@@ -177,13 +181,26 @@ struct flint_replica_s {
   char exit_reason[256];
   bool oom_killed;
   flint_deploy_t *deploy;         /* the deploy waiting for this replica to become ready */
+  bool counted_starting;          /* counted in ep->replicas_starting (see replica.c) */
   bool checkpointing;             /* its snapshot is being taken */
+  bool parking;                   /* restored for the parked pool, not for a request */
   bool resuming;                  /* restored or unparked: waiting for RestoredAck, then the canary */
   uint64_t resume_ns;             /* when the Restored frame was sent */
   uint64_t canary_ns;             /* when the canary was sent */
-  uint64_t canary_seq;
-  double restore_ms;              /* CRIU's part, from the snapshotter */
+  uint64_t canary_seq;            /* the canary Ping's seq */
+  uint64_t canary_req;            /* the canary Invoke's request id (manifest `canary:`), or 0 */
+  int canary_pending;             /* canary answers still expected */
   flint_engine_stats_t *engine_stats; /* llm: the engine's last report (engine_stats.c) */
+};
+
+/* Indexes of flint_replica_t.phases_ms (milliseconds of its start, by tier: see snapshot.c). */
+enum {
+  FLINT_RPHASE_SANDBOX,           /* cold: the spawner's sandbox; image: the snapshotter's work but CRIU */
+  FLINT_RPHASE_CONNECT,           /* cold: Hello; image/parked: Restored sent → RestoredAck */
+  FLINT_RPHASE_INIT,              /* cold: the function's init; image/parked: its after_restore hook */
+  FLINT_RPHASE_TOTAL,             /* start → ready */
+  FLINT_RPHASE_RESTORE,           /* image: CRIU's restore; parked: the thaw */
+  FLINT_RPHASE_CANARY,            /* image/parked: canary sent → passed */
 };
 
 struct flint_endpoint_s {
@@ -212,6 +229,8 @@ struct flint_endpoint_s {
 
 typedef void (*flint_helper_frame_cb) (flint_helper_t *h, const uint8_t *payload, size_t len);
 typedef void (*flint_helper_lost_cb) (flint_helper_t *h);
+struct Flint__Node__V1__HelperStatus;
+typedef void (*flint_helper_status_cb) (flint_helper_t *h, const struct Flint__Node__V1__HelperStatus *st);
 
 /* A supervised helper process (flint-spawner, flint-snapshotter) with its framed socket. */
 struct flint_helper_s {
@@ -224,10 +243,12 @@ struct flint_helper_s {
   bool ready;                     /* it sent an ok HelperStatus */
   char status[512];               /* its last HelperStatus message */
   unsigned restarts;
+  bool stopped;                   /* flint__helper_stop'ed: not restarted when it exits */
   uint64_t last_start_ns;
   uv_timer_t *restart_timer;
   flint_helper_frame_cb frame_cb;
   flint_helper_lost_cb lost_cb;
+  flint_helper_status_cb status_cb; /* optional: each HelperStatus, before `ready` is updated */
 };
 
 /* ---- the daemon ---------------------------------------------------------------------------- */
@@ -241,6 +262,9 @@ struct flint_daemon_s {
   flint_helper_t spawner;
   flint_helper_t snapshotter;
   char snapshots_off[512];        /* why snapshots are unavailable ("" when they are) */
+  char criu_version[32];          /* from the snapshotter's status */
+  char worker_sha[65];            /* digest of flint-worker: an image of another binary is stale */
+  char fault[128];                /* FLINT_FAULT: failures to inject (tests), comma-separated */
   flint_map_t endpoints;          /* name → flint_endpoint_t */
   flint_map_t replicas;           /* id → flint_replica_t */
   uint64_t next_request_id;
@@ -275,6 +299,9 @@ void flint__version_maybe_free (flint_version_t *v);
 void flint__endpoint_switch (flint_endpoint_t *ep, flint_version_t *v);
 /* Deletes the endpoint: new requests fail, in-flight ones finish, then everything is removed. */
 int flint__endpoint_delete (flint_endpoint_t *ep, uint64_t *versions_out, flint_error_t *err);
+/* Stops the endpoint's running replicas now (idle ones at once, busy ones after their requests):
+ * the next request starts one by the fastest tier. Parked replicas stay. Returns how many. */
+uint32_t flint__endpoint_drain (flint_endpoint_t *ep);
 /* Frees the endpoint once it is deleting and has no replicas and no requests left. */
 void flint__endpoint_maybe_reap (flint_endpoint_t *ep);
 void flint__endpoints_free (flint_daemon_t *d);
@@ -308,43 +335,80 @@ void flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint
 void flint__dispatch_scale_for_queue (flint_endpoint_t *ep);
 
 /* snapshot.c */
-/* After a deploy's first replica is ready: takes the snapshot (or not, and says why), then
- * calls flint__deploy_snapshot_done. */
+/* Starts the snapshotter helper, or records in d->snapshots_off why snapshots are unavailable
+ * (disabled, no sandboxes, CRIU missing or too old, kernel without features): then every
+ * endpoint starts cold. Then finds, verifies and keeps (or discards) the images of the loaded
+ * endpoints' current versions. */
+void flint__snapshots_start (flint_daemon_t *d);
+void flint__snapshots_stop (flint_daemon_t *d);
+/* After a deploy's first replica is ready: checkpoints it (before-checkpoint hook, CRIU dump,
+ * after-restore hook in the original), or not and says why; then calls
+ * flint__deploy_snapshot_done exactly once. */
 void flint__snapshot_take (flint_deploy_t *dep, flint_replica_t *r);
-void flint__snapshot_on_checkpoint_ready (flint_replica_t *r, bool ok, const char *error);
-void flint__snapshot_on_restored_ack (flint_replica_t *r, bool ok, const char *error, double hook_ms);
-void flint__snapshot_on_pong (flint_replica_t *r, uint64_t seq);
-void flint__snapshot_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_t len);
 /* Starts one more replica of the current version by the fastest tier available (parked, image,
- * cold), falling back down the tiers on failure. NULL with `err` when none could start. */
+ * cold), falling back down the tiers on failure with a logged reason. NULL with `err` when
+ * none could start. */
 flint_replica_t *flint__replica_scale_up (flint_endpoint_t *ep, flint_error_t *err);
-/* Loads and verifies (or discards) a version's snapshot record after a restart. */
-void flint__snapshot_load (flint_daemon_t *d, flint_version_t *v);
 /* Removes a version's image and its record (version retired or endpoint deleted). */
 void flint__snapshot_discard (flint_daemon_t *d, flint_version_t *v, const char *why);
-/* Keeps the parked pool of the current version at its target. */
+/* Frees what the snapshot record holds in memory (the version is being freed). */
+void flint__snapshot_release (flint_snapshot_t *s);
+/* Removes the image directories of every version of endpoint `name` (deleted endpoint). */
+void flint__snapshot_remove_endpoint_images (flint_daemon_t *d, const char *name);
+/* Keeps the parked pool of the current version at its target (scale.parked_replicas). */
 void flint__snapshot_keep_parked (flint_endpoint_t *ep);
-/* Starts the snapshotter helper (a failure only disables snapshots). */
-void flint__snapshotter_start (flint_daemon_t *d);
+/* A replica of a faster tier (image, parked) failed before it became ready (`why`): counts it
+ * and, when a request was waiting for it, starts a replacement one tier down. */
+void flint__snapshot_start_failed (flint_replica_t *r, const char *why);
+/* The replica being checkpointed died or was lost. */
+void flint__snapshot_source_lost (flint_replica_t *r, const char *why);
+/* Worker frames of the snapshot conversation (replica.c routes them here). */
+void flint__snapshot_on_checkpoint_ready (flint_replica_t *r, bool ok, const char *error, double hook_ms);
+void flint__snapshot_on_restored_ack (flint_replica_t *r, bool ok, const char *error, double hook_ms);
+void flint__snapshot_on_pong (flint_replica_t *r, uint64_t seq);
+/* A Result for the canary Invoke; true when `request_id` was the canary's. */
+bool flint__snapshot_on_canary_result (flint_replica_t *r, uint64_t request_id, int code, const char *message);
+/* Frames from the snapshotter helper (Dumped, Restored; Exited goes on to replica.c). */
+void flint__snapshot_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_t len);
+/* True when FLINT_FAULT names `point` (tests). */
+bool flint__fault (const flint_daemon_t *d, const char *point);
 
 /* replica.c, for snapshot.c */
+/* A replica record for a worker some helper will create (STARTING, startup timer running,
+ * counted in replicas_starting, listed in the endpoint and the daemon's map). */
 flint_replica_t *flint__replica_alloc (flint_endpoint_t *ep, flint_version_t *v, flint_tier_t tier,
                                        flint_helper_t *owner);
-/* Fills a SandboxSpec (and argv/env) for a replica; free with flint__sandbox_spec_clear. */
+/* Fills a SandboxSpec for a replica of `v` (pointing into `v` and the returned env, which the
+ * caller frees with flint__sandbox_spec_clear). */
 struct Flint__Node__V1__SandboxSpec;
 int flint__sandbox_spec_fill (flint_replica_t *r, struct Flint__Node__V1__SandboxSpec *spec, char ***env_out,
-                              size_t *nenv_out, flint_error_t *err);
+                              size_t *nenv_out, char *hostname, size_t hostname_len, flint_error_t *err);
 void flint__sandbox_spec_clear (char **env, size_t nenv);
-/* Wires a replica to its worker: the channel and the two log pipes (fds owned after the call). */
+/* Wires a replica to its worker: the channel and the two log pipes (fds owned after the call,
+ * closed on failure). 0 or -errno. */
 int flint__replica_attach (flint_replica_t *r, int channel, int out_fd, int err_fd);
 /* The worker is up and passed its checks: the replica takes traffic. */
 void flint__replica_ready (flint_replica_t *r, double init_ms);
-/* A replica that could not start (any tier): reason recorded, fallback decided by the caller. */
-void flint__replica_startup_failed (flint_replica_t *r, flint_status_t code, const char *msg);
-void flint__replica_send_restored (flint_replica_t *r);
+/* A STARTING replica could not start (any tier): the reason is recorded (for faster tiers
+ * snapshot.c falls back down the tiers), then its worker is stopped (`why` for the log). */
+void flint__replica_fail_start (flint_replica_t *r, flint_status_t code, const char *msg, const char *why);
+/* ep->replicas_starting bookkeeping for replicas leaving or re-entering STARTING (parking,
+ * unparking): idempotent. */
+void flint__replica_count_starting (flint_replica_t *r);
+void flint__replica_uncount_starting (flint_replica_t *r);
+/* (Re)arms the replica's startup timer: on expiry a STARTING replica fails to start. */
+void flint__replica_arm_startup_timer (flint_replica_t *r, uint64_t ms);
+/* Drops a replica whose worker never existed or is known gone (no Kill, no exit report). */
+void flint__replica_discard (flint_replica_t *r, const char *why);
+/* Sends the worker its Restored frame (fresh entropy, wall clock, its replica id). */
+int flint__replica_send_restored (flint_replica_t *r);
+/* Sends a frame to the replica's worker. 0 or -errno. */
+struct Flint__Worker__V1__Frame;
+int flint__replica_send (flint_replica_t *r, struct Flint__Worker__V1__Frame *f);
 
 /* deploy.c */
-/* The snapshot step of a deploy is over (snapshot_error "" when one was taken). */
+/* The snapshot step of a deploy is over (snapshot_error "" when one was taken). With r NULL
+ * the checkpointed replica was lost and the deploy fails with `snapshot_error`. */
 void flint__deploy_snapshot_done (flint_deploy_t *dep, flint_replica_t *r, const char *snapshot_error);
 void flint__deploy_replica_ready (flint_deploy_t *dep, flint_replica_t *r);
 void flint__deploy_replica_failed (flint_deploy_t *dep, flint_replica_t *r, flint_status_t code, const char *msg);
@@ -371,7 +435,11 @@ void flint__engine_metrics_render (flint_endpoint_t *ep, flint_buf_t *out);
 
 /* api_view.c hooks filled by the snapshot and engine code */
 struct Flint__V1__Endpoint;
+struct Flint__V1__Snapshot;
 void flint__api_fill_snapshot (flint_endpoint_t *ep, struct Flint__V1__Endpoint *m);
+/* A flint.v1.Snapshot describing version `v`'s snapshot (heap tree; the caller frees it with
+ * flint__v1__snapshot__free_unpacked). */
+struct Flint__V1__Snapshot *flint__snapshot_proto (flint_endpoint_t *ep, flint_version_t *v);
 void flint__api_fill_engine (flint_endpoint_t *ep, struct Flint__V1__Endpoint *m);
 
 /* helper.c */

@@ -89,6 +89,7 @@ reply_ok (flint_deploy_t *dep, const char *snapshot_error)
   resp.version = dep->v->number;
   resp.bundle_sha256 = dep->sha;
   resp.snapshot_error = (char *) (snapshot_error ? snapshot_error : "");
+  resp.snapshot = flint__snapshot_proto (dep->ep, dep->v);
   for (int i = 0; i < PH_COUNT; i++)
     {
       flint__v1__deploy_response__phases_ms_entry__init (&e[i]);
@@ -103,6 +104,7 @@ reply_ok (flint_deploy_t *dep, const char *snapshot_error)
   if (buf == NULL)
     abort ();
   flint__v1__deploy_response__pack (&resp, buf);
+  flint__v1__snapshot__free_unpacked (resp.snapshot, NULL);
   flint_rpc_finish (dep->rpc, 0, NULL, buf, len);
   free (buf);
 }
@@ -214,9 +216,20 @@ void
 flint__deploy_replica_ready (flint_deploy_t *dep, flint_replica_t *r)
 {
   phase_end (dep, PH_START);
-  /* Snapshots (issue 4) hook in here; without them the version is ready as soon as its first
-   * replica is. */
-  version_ready (dep, r, dep->d->cfg.snapshots ? "snapshots are not available on this node" : "snapshots are disabled");
+  /* the snapshot step ends in flint__deploy_snapshot_done (at once when there is none) */
+  flint__snapshot_take (dep, r);
+}
+
+void
+flint__deploy_snapshot_done (flint_deploy_t *dep, flint_replica_t *r, const char *snapshot_error)
+{
+  if (r == NULL)
+    {
+      fail (dep, FLINT_EPRECONDITION, "endpoint `%s` version %llu: %s", dep->ep->name,
+            (unsigned long long) dep->v->number, snapshot_error);
+      return;
+    }
+  version_ready (dep, r, snapshot_error);
 }
 
 void

@@ -83,6 +83,7 @@ flint__version_free (flint_version_t *v)
   free (v->bundle_dir);
   free (v->weights_dir);
   free (v->error);
+  flint__snapshot_release (&v->snap);
   free (v);
 }
 
@@ -97,6 +98,7 @@ flint__version_maybe_free (flint_version_t *v)
     if (flint_list_entry (p, flint_replica_t, link)->version == v)
       return;
   flint_list_remove (&v->link);
+  flint__snapshot_discard (ep->d, v, "its version was retired");
   flint__store_unlink_weights (v->weights_dir, &ep->d->cfg);
   flint__version_free (v);
 }
@@ -108,10 +110,10 @@ scale_format (const flint_scale_t *s, char *buf, size_t len)
   snprintf (buf, len,
             "min_replicas=%u\nmax_replicas=%u\ntarget_concurrency=%u\nmax_concurrency=%u\n"
             "buffer_replicas=%u\nscaledown_window=%llums\ntimeout=%llums\nstartup_timeout=%llums\n"
-            "retries=%u\nqueue_size=%u\n",
+            "retries=%u\nqueue_size=%u\nparked_replicas=%u\n",
             s->min_replicas, s->max_replicas, s->target_concurrency, s->max_concurrency, s->buffer_replicas,
             (unsigned long long) s->scaledown_window_ms, (unsigned long long) s->timeout_ms,
-            (unsigned long long) s->startup_timeout_ms, s->retries, s->queue_size);
+            (unsigned long long) s->startup_timeout_ms, s->retries, s->queue_size, s->parked_replicas);
 }
 
 static void
@@ -330,6 +332,26 @@ collect_version_cb (void *ud, const flint_version_rec_t *v)
   return 0;
 }
 
+uint32_t
+flint__endpoint_drain (flint_endpoint_t *ep)
+{
+  flint_list_t *p, *t;
+  uint32_t n = 0;
+
+  flint_list_foreach_safe (p, t, &ep->replicas)
+    {
+      flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
+      if (r->state != FLINT_REPLICA_READY || r->checkpointing)
+        continue;
+      n++;
+      if (r->inflight == 0)
+        flint__replica_stop (r, "drained on request");
+      else
+        r->state = FLINT_REPLICA_DRAINING;
+    }
+  return n;
+}
+
 void
 flint__endpoint_maybe_reap (flint_endpoint_t *ep)
 {
@@ -352,6 +374,7 @@ flint__endpoint_maybe_reap (flint_endpoint_t *ep)
       free (vl.items[i].bundle_sha256);
     }
   free (vl.items);
+  flint__snapshot_remove_endpoint_images (d, ep->name);
   while (!flint_list_empty (&ep->versions))
     {
       flint_version_t *v = flint_list_entry (ep->versions.next, flint_version_t, link);

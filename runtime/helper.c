@@ -38,7 +38,7 @@ schedule_restart (flint_helper_t *h)
 {
   uint64_t delay = 100;
 
-  if (h->d->shutting_down)
+  if (h->d->shutting_down || h->stopped)
     return;
   /* a helper that stayed up for a minute starts a fresh backoff */
   if (flint_now_ns () - h->last_start_ns > 60000000000ull)
@@ -96,6 +96,8 @@ flint__helper_status_frame (flint_helper_t *h, const uint8_t *payload, size_t le
 
   if (was)
     {
+      if (h->status_cb)
+        h->status_cb (h, f->status);
       snprintf (h->status, sizeof h->status, "%s", f->status->message);
       h->ready = f->status->ok;
       if (h->ready)
@@ -195,6 +197,7 @@ flint__helper_start (flint_helper_t *h, flint_error_t *err)
       return flint_error_set_errno (err, FLINT_EINTERNAL, r, "%s: channel", h->name);
     }
   h->up = true;
+  h->stopped = false;
   h->last_start_ns = flint_now_ns ();
   flint_info ("started %s (pid %d)", h->name, h->proc->pid);
   return 0;
@@ -211,6 +214,7 @@ flint__helper_send (flint_helper_t *h, const ProtobufCMessage *msg, const int *f
 void
 flint__helper_stop (flint_helper_t *h)
 {
+  h->stopped = true; /* no restart when its exit is reported */
   if (h->restart_timer)
     {
       uv_timer_stop (h->restart_timer);

@@ -245,7 +245,7 @@ static const char *const top_fields[] = {
   "name", "kind", "function", "args", "model", "draft_model", "config", "weights", "secrets",
   "resources", "network", "snapshot", "max_payload", "canary",
   "min_replicas", "max_replicas", "target_concurrency", "max_concurrency", "buffer_replicas",
-  "scaledown_window", "timeout", "startup_timeout", "retries", "queue_size",
+  "scaledown_window", "timeout", "startup_timeout", "retries", "queue_size", "parked_replicas",
 };
 static const char *const resource_fields[] = { "memory", "cpu", "pids", "tmp", "nofile", "gpu" };
 
@@ -284,6 +284,8 @@ scale_field (mctx_t *mc, flint_scale_t *s, const char *key, const yaml_node_t *v
     return get_u32 (mc, v, key, 10, &s->retries);
   if (strcmp (key, "queue_size") == 0)
     return get_u32 (mc, v, key, 1000000, &s->queue_size);
+  if (strcmp (key, "parked_replicas") == 0)
+    return get_u32 (mc, v, key, 64, &s->parked_replicas);
   if (strcmp (key, "scaledown_window") == 0)
     return get_duration (mc, v, key, &s->scaledown_window_ms);
   if (strcmp (key, "timeout") == 0)
@@ -403,6 +405,7 @@ defaults (flint_manifest_t *m)
   m->scale.scaledown_window_ms = 60000;
   m->scale.timeout_ms = 60000;
   m->scale.queue_size = 1000;
+  m->scale.parked_replicas = 1;
 }
 
 int
@@ -451,7 +454,7 @@ flint_scale_set (flint_scale_t *s, const char *key, const char *value, flint_err
     return flint_error_set (err, FLINT_EINVAL,
                             "unknown knob `%s` (knobs: min_replicas, max_replicas, target_concurrency, "
                             "max_concurrency, buffer_replicas, scaledown_window, timeout, "
-                            "startup_timeout, retries, queue_size)", key);
+                            "startup_timeout, retries, queue_size, parked_replicas)", key);
   if (r < 0)
     {
       /* the message carries a fake position: strip "flint scale:1:1: " */

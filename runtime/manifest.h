@@ -36,6 +36,7 @@ typedef struct flint_scale_s {
   uint64_t startup_timeout_ms;  /* default 60 s (300 s for llm) */
   uint32_t retries;             /* for idempotent functions; default 0 */
   uint32_t queue_size;          /* activator FIFO bound per endpoint; default 1000 */
+  uint32_t parked_replicas;     /* restored replicas kept frozen (parked tier); default 1 */
 } flint_scale_t;
 
 typedef struct flint_resources_s {

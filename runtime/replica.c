@@ -3,6 +3,10 @@
  *   STARTING ──Hello──▶ (Load sent) ──Loaded ok──▶ READY ──▶ DRAINING ──▶ STOPPING ──▶ DEAD
  *        └──────── Loaded failed / startup timeout / died ───────────────────────────▶ DEAD
  *
+ * Replicas restored from a snapshot (tier image) or thawed (tier parked) take the same path
+ * from STARTING on, driven by snapshot.c (Restored, RestoredAck, canary) instead of
+ * Hello/Load; a failure before READY goes to snapshot.c, which falls back down the tiers.
+ *
  * A replica is dead once both its channel has closed and its owner (spawner) reported the exit,
  * or the exit report did not come within EXIT_REPORT_WAIT_MS of the channel closing: the
  * report carries the cause ("exceeded memory limit 256 MiB") that failed requests then name. */
@@ -27,8 +31,6 @@
 #define EXIT_REPORT_WAIT_MS 300
 
 typedef Flint__Worker__V1__Frame wframe_t;
-
-enum { PHASE_SANDBOX, PHASE_CONNECT, PHASE_INIT, PHASE_TOTAL };
 
 const char *
 flint__replica_state_name (flint_replica_state_t s)
@@ -57,13 +59,37 @@ flint__tier_name (flint_tier_t t)
   return "unknown";
 }
 
+/* A replica counts in ep->replicas_starting from its start (or unpark) until it is ready,
+ * parked, failed or stopped: exactly once, whichever comes first. */
+void
+flint__replica_count_starting (flint_replica_t *r)
+{
+  if (!r->counted_starting)
+    {
+      r->counted_starting = true;
+      r->ep->replicas_starting++;
+    }
+}
+
+void
+flint__replica_uncount_starting (flint_replica_t *r)
+{
+  if (r->counted_starting)
+    {
+      r->counted_starting = false;
+      if (r->ep->replicas_starting > 0)
+        r->ep->replicas_starting--;
+    }
+}
+
 bool
 flint__replica_has_room (const flint_replica_t *r)
 {
   return r->state == FLINT_REPLICA_READY && r->inflight < r->ep->scale.max_concurrency;
 }
 
-static void finalize (flint_replica_t *r);
+static void finalize_ex (flint_replica_t *r, bool rescale);
+#define finalize(r) finalize_ex ((r), true)
 
 static void
 replica_free_cb (uv_handle_t *h)
@@ -138,6 +164,32 @@ llm_weight_files (const char *weights_dir, size_t *n_out)
   closedir (d);
   *n_out = n;
   return names;
+}
+
+int
+flint__replica_send (flint_replica_t *r, struct Flint__Worker__V1__Frame *f)
+{
+  return send_worker (r, f);
+}
+
+int
+flint__replica_send_restored (flint_replica_t *r)
+{
+  Flint__Worker__V1__Restored rs = FLINT__WORKER__V1__RESTORED__INIT;
+  wframe_t f = FLINT__WORKER__V1__FRAME__INIT;
+  uint8_t seed[32];
+
+  /* every replica restored from one image starts with the same RNG state: fresh entropy */
+  if (getrandom (seed, sizeof seed, 0) != (ssize_t) sizeof seed)
+    return -EIO;
+  rs.replica_id = r->id;
+  rs.seed.data = seed;
+  rs.seed.len = sizeof seed;
+  rs.wall_ms = flint_wall_ms ();
+  f.msg_case = FLINT__WORKER__V1__FRAME__MSG_RESTORED;
+  f.restored = &rs;
+  r->resume_ns = flint_now_ns ();
+  return send_worker (r, &f);
 }
 
 static void
@@ -232,8 +284,14 @@ startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
 {
   flint_endpoint_t *ep = r->ep;
 
-  if (r->state == FLINT_REPLICA_STARTING && ep->replicas_starting > 0)
-    ep->replicas_starting--;
+  flint__replica_uncount_starting (r);
+  ep->metrics.replica_failures++;
+  if (r->tier != FLINT_TIER_COLD)
+    {
+      /* a faster tier failed: snapshot.c logs it and falls back down the tiers */
+      flint__snapshot_start_failed (r, msg);
+      return;
+    }
   flint_warn ("endpoint `%s` replica %s failed to start: %s", ep->name, r->id, msg);
   snprintf (ep->last_error, sizeof ep->last_error, "replica %s failed to start: %s", r->id, msg);
   flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", ep->last_error, strlen (ep->last_error));
@@ -268,22 +326,59 @@ startup_failed (flint_replica_t *r, flint_status_t code, const char *msg)
     }
 }
 
+/* Records a start in the endpoint's metrics: cold starts by tier and their phases. */
+static void
+record_start (flint_replica_t *r)
+{
+  flint_ep_metrics_t *m = &r->ep->metrics;
+  flint_hist_t *ph = m->phases[r->tier];
+  const double *v = r->phases_ms;
+
+  m->cold_starts[r->tier]++;
+  if (r->tier == FLINT_TIER_COLD)
+    {
+      flint_hist_observe (&ph[FLINT_PHASE_SANDBOX], v[FLINT_RPHASE_SANDBOX]);
+      flint_hist_observe (&ph[FLINT_PHASE_INIT], v[FLINT_RPHASE_INIT]);
+    }
+  else
+    {
+      /* a parked replica restored, reconnected and ran its hook before it was frozen: its
+       * start is the thaw and the canary */
+      if (r->tier == FLINT_TIER_IMAGE)
+        {
+          flint_hist_observe (&ph[FLINT_PHASE_SANDBOX], v[FLINT_RPHASE_SANDBOX]);
+          flint_hist_observe (&ph[FLINT_PHASE_RESTORE], v[FLINT_RPHASE_RESTORE]);
+          flint_hist_observe (&ph[FLINT_PHASE_RECONNECT], v[FLINT_RPHASE_CONNECT]);
+        }
+      flint_hist_observe (&ph[FLINT_PHASE_CANARY], v[FLINT_RPHASE_CANARY]);
+    }
+  flint_hist_observe (&ph[FLINT_PHASE_TOTAL], v[FLINT_RPHASE_TOTAL]);
+}
+
 static void
 became_ready (flint_replica_t *r, double init_ms)
 {
   flint_endpoint_t *ep = r->ep;
 
-  if (ep->replicas_starting > 0)
-    ep->replicas_starting--;
+  flint__replica_uncount_starting (r);
   r->state = FLINT_REPLICA_READY;
   r->ready_ns = r->last_active_ns = flint_now_ns ();
-  r->phases_ms[PHASE_INIT] = init_ms;
-  r->phases_ms[PHASE_TOTAL] = (double) (r->ready_ns - r->started_ns) / 1e6;
+  if (r->tier == FLINT_TIER_COLD)
+    r->phases_ms[FLINT_RPHASE_INIT] = init_ms;
+  r->phases_ms[FLINT_RPHASE_TOTAL] = (double) (r->ready_ns - r->started_ns) / 1e6;
   if (r->timer)
     uv_timer_stop (r->timer);
-  flint_info ("endpoint `%s` v%llu replica %s ready (%s, %.1f ms: sandbox %.1f, init %.1f)", ep->name,
-              (unsigned long long) r->version->number, r->id, flint__tier_name (r->tier), r->phases_ms[PHASE_TOTAL],
-              r->phases_ms[PHASE_SANDBOX], init_ms);
+  record_start (r);
+  if (r->tier == FLINT_TIER_COLD)
+    flint_info ("endpoint `%s` v%llu replica %s ready (cold, %.1f ms: sandbox %.1f, init %.1f)", ep->name,
+                (unsigned long long) r->version->number, r->id, r->phases_ms[FLINT_RPHASE_TOTAL],
+                r->phases_ms[FLINT_RPHASE_SANDBOX], init_ms);
+  else
+    flint_info ("endpoint `%s` v%llu replica %s ready (%s, %.1f ms: sandbox %.1f, restore %.1f, reconnect %.1f, "
+                "canary %.1f)",
+                ep->name, (unsigned long long) r->version->number, r->id, flint__tier_name (r->tier),
+                r->phases_ms[FLINT_RPHASE_TOTAL], r->phases_ms[FLINT_RPHASE_SANDBOX], r->phases_ms[FLINT_RPHASE_RESTORE],
+                r->phases_ms[FLINT_RPHASE_CONNECT], r->phases_ms[FLINT_RPHASE_CANARY]);
   if (r->deploy)
     {
       flint_deploy_t *dep = r->deploy;
@@ -297,6 +392,32 @@ became_ready (flint_replica_t *r, double init_ms)
       return;
     }
   flint__dispatch_pump (ep);
+}
+
+void
+flint__replica_ready (flint_replica_t *r, double init_ms)
+{
+  became_ready (r, init_ms);
+}
+
+static void send_kill (flint_replica_t *r);
+
+void
+flint__replica_fail_start (flint_replica_t *r, flint_status_t code, const char *msg, const char *why)
+{
+  if (r->state != FLINT_REPLICA_STARTING)
+    return;
+  startup_failed (r, code, msg);
+  if (r->pid <= 0 && r->chan == NULL)
+    {
+      /* no worker was created (or none we know of): nothing to kill, nothing will report */
+      flint__replica_discard (r, why);
+      return;
+    }
+  r->state = FLINT_REPLICA_STOPPING;
+  if (r->exit_reason[0] == '\0')
+    snprintf (r->exit_reason, sizeof r->exit_reason, "stopped by flintd (%s)", why);
+  send_kill (r);
 }
 
 /* ---- frames from the worker -------------------------------------------------------------- */
@@ -326,7 +447,7 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
           flint__replica_stop (r, "ABI mismatch");
           break;
         }
-      r->phases_ms[PHASE_CONNECT] = (double) (flint_now_ns () - r->started_ns) / 1e6;
+      r->phases_ms[FLINT_RPHASE_CONNECT] = (double) (flint_now_ns () - r->started_ns) / 1e6;
       send_load (r);
       break;
     case FLINT__WORKER__V1__FRAME__MSG_LOADED:
@@ -348,6 +469,12 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
         uint64_t id = f->msg_case == FLINT__WORKER__V1__FRAME__MSG_RESULT ? f->result->request_id
                                                                           : f->chunk->request_id;
         flint_request_t *req = NULL;
+        if (r->canary_req && id == r->canary_req)
+          {
+            if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_RESULT)
+              flint__snapshot_on_canary_result (r, id, f->result->code, f->result->message);
+            break;
+          }
         for (flint_list_t *p = r->requests.next; p != &r->requests; p = p->next)
           {
             flint_request_t *q = flint_list_entry (p, flint_request_t, link);
@@ -384,6 +511,13 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
     case FLINT__WORKER__V1__FRAME__MSG_PONG:
       flint__engine_stats_update (r, f->pong);
       flint__snapshot_on_pong (r, f->pong->seq);
+      break;
+    case FLINT__WORKER__V1__FRAME__MSG_CHECKPOINT_READY:
+      flint__snapshot_on_checkpoint_ready (r, f->checkpoint_ready->ok, f->checkpoint_ready->error,
+                                           f->checkpoint_ready->hook_ms);
+      break;
+    case FLINT__WORKER__V1__FRAME__MSG_RESTORED_ACK:
+      flint__snapshot_on_restored_ack (r, f->restored_ack->ok, f->restored_ack->error, f->restored_ack->hook_ms);
       break;
     default:
       break;
@@ -424,11 +558,13 @@ startup_timeout_cb (uv_timer_t *t)
 
   if (r->state != FLINT_REPLICA_STARTING)
     return;
-  snprintf (msg, sizeof msg, "did not become ready within startup_timeout (%.1f s)",
-            (double) r->ep->scale.startup_timeout_ms / 1000.0);
-  startup_failed (r, FLINT_EDEADLINE, msg);
-  r->state = FLINT_REPLICA_STOPPING;
-  flint__replica_stop (r, "startup timeout");
+  if (r->tier == FLINT_TIER_COLD)
+    snprintf (msg, sizeof msg, "did not become ready within startup_timeout (%.1f s)",
+              (double) r->startup_limit_ms / 1000.0);
+  else
+    snprintf (msg, sizeof msg, "did not become ready within %.1f s of its %s", (double) r->startup_limit_ms / 1000.0,
+              r->tier == FLINT_TIER_PARKED ? "thaw" : "restore");
+  flint__replica_fail_start (r, FLINT_EDEADLINE, msg, "startup timeout");
 }
 
 /* ---- start / stop / death ------------------------------------------------------------------ */
@@ -484,11 +620,99 @@ free_env (char **env, size_t n)
   free (env);
 }
 
+void
+flint__replica_arm_startup_timer (flint_replica_t *r, uint64_t ms)
+{
+  r->startup_limit_ms = ms;
+  uv_timer_start (replica_timer (r), startup_timeout_cb, ms, 0);
+}
+
+flint_replica_t *
+flint__replica_alloc (flint_endpoint_t *ep, flint_version_t *v, flint_tier_t tier, flint_helper_t *owner)
+{
+  flint_daemon_t *d = ep->d;
+  flint_replica_t *r = calloc (1, sizeof *r);
+  unsigned short rnd = 0;
+
+  if (r == NULL)
+    abort ();
+  r->d = d;
+  r->ep = ep;
+  r->version = v;
+  r->state = FLINT_REPLICA_STARTING;
+  r->tier = tier;
+  r->owner = owner;
+  r->started_ns = flint_now_ns ();
+  flint_list_init (&r->requests);
+  getrandom (&rnd, sizeof rnd, GRND_NONBLOCK);
+  snprintf (r->id, sizeof r->id, "%.24s-%llu-r%llu-%04x", ep->name, (unsigned long long) v->number,
+            (unsigned long long) ++d->next_replica_seq, rnd);
+  flint__replica_arm_startup_timer (r, ep->scale.startup_timeout_ms);
+  flint_map_put (&d->replicas, r->id, r);
+  flint_list_insert_tail (&ep->replicas, &r->link);
+  flint__replica_count_starting (r);
+  return r;
+}
+
+int
+flint__sandbox_spec_fill (flint_replica_t *r, Flint__Node__V1__SandboxSpec *spec, char ***env_out, size_t *nenv_out,
+                          char *hostname, size_t hostname_len, flint_error_t *err)
+{
+  flint_version_t *v = r->version;
+  flint_manifest_t *m = v->manifest;
+  char **env;
+  size_t nenv = 0;
+
+  env = build_env (r, &nenv, err);
+  if (env == NULL)
+    return flint_error_prefix (err, "endpoint `%s`", r->ep->name);
+  snprintf (hostname, hostname_len, "%.63s", r->ep->name);
+  spec->bundle_dir = v->bundle_dir;
+  spec->weights_dir = v->weights_dir ? v->weights_dir : (char *) "";
+  spec->memory_bytes = m->resources.memory_bytes;
+  spec->cpu_millis = m->resources.cpu_millis;
+  spec->pids_max = m->resources.pids;
+  spec->tmp_bytes = m->resources.tmp_bytes;
+  spec->nofile = m->resources.nofile;
+  spec->network = m->network;
+  spec->gpu = m->resources.gpu;
+  spec->n_env = nenv;
+  spec->env = env;
+  spec->cgroup_name = r->id;
+  spec->hostname = hostname;
+  *env_out = env;
+  *nenv_out = nenv;
+  return 0;
+}
+
+void
+flint__sandbox_spec_clear (char **env, size_t nenv)
+{
+  if (env)
+    free_env (env, nenv);
+}
+
+int
+flint__replica_attach (flint_replica_t *r, int channel, int out_fd, int err_fd)
+{
+  int rc = flint_channel_new (r->d->loop, channel, r->version->manifest->max_payload + (256u << 10), worker_frame_cb,
+                              worker_close_cb, r, &r->chan);
+  if (rc < 0)
+    {
+      close (channel);
+      close (out_fd);
+      close (err_fd);
+      return rc;
+    }
+  r->log_out = flint_logpipe_open (r->d->loop, out_fd, r->ep->logbook, r->version->number, r->id, "stdout");
+  r->log_err = flint_logpipe_open (r->d->loop, err_fd, r->ep->logbook, r->version->number, r->id, "stderr");
+  return 0;
+}
+
 flint_replica_t *
 flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *err)
 {
   flint_daemon_t *d = ep->d;
-  flint_manifest_t *m = v->manifest;
   flint_replica_t *r;
   int out[2] = { -1, -1 }, errp[2] = { -1, -1 };
   Flint__Node__V1__Spawn spawn = FLINT__NODE__V1__SPAWN__INIT;
@@ -500,9 +724,8 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   char hostname[64];
   int fds[2];
   int rc;
-  unsigned short rnd = 0;
 
-  if (m == NULL)
+  if (v->manifest == NULL)
     {
       flint_error_set (err, FLINT_EPRECONDITION, "version %llu has no valid manifest", (unsigned long long) v->number);
       return NULL;
@@ -512,48 +735,18 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
       flint_error_set (err, FLINT_EUNAVAILABLE, "the spawner is not running (restarting); try again shortly");
       return NULL;
     }
-  r = calloc (1, sizeof *r);
-  if (r == NULL)
-    abort ();
-  r->d = d;
-  r->ep = ep;
-  r->version = v;
-  r->state = FLINT_REPLICA_STARTING;
-  r->tier = FLINT_TIER_COLD;
-  r->owner = &d->spawner;
-  r->started_ns = flint_now_ns ();
-  flint_list_init (&r->requests);
-  getrandom (&rnd, sizeof rnd, GRND_NONBLOCK);
-  snprintf (r->id, sizeof r->id, "%.24s-%llu-r%llu-%04x", ep->name, (unsigned long long) v->number,
-            (unsigned long long) ++d->next_replica_seq, rnd);
-
   if (pipe2 (out, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
     {
-      flint_error_set_errno (err, FLINT_EINTERNAL, errno, "replica channel");
+      flint_error_set_errno (err, FLINT_EINTERNAL, errno, "replica log pipes");
       goto fail;
     }
-
+  r = flint__replica_alloc (ep, v, FLINT_TIER_COLD, &d->spawner);
   argv[0] = d->worker_path;
-  env = build_env (r, &nenv, err);
-  if (env == NULL)
+  if (flint__sandbox_spec_fill (r, &spec, &env, &nenv, hostname, sizeof hostname, err) < 0)
     {
-      flint_error_prefix (err, "endpoint `%s`", ep->name);
+      flint__replica_discard (r, err->msg);
       goto fail;
     }
-  snprintf (hostname, sizeof hostname, "%.63s", ep->name);
-  spec.bundle_dir = v->bundle_dir;
-  spec.weights_dir = v->weights_dir ? v->weights_dir : (char *) "";
-  spec.memory_bytes = m->resources.memory_bytes;
-  spec.cpu_millis = m->resources.cpu_millis;
-  spec.pids_max = m->resources.pids;
-  spec.tmp_bytes = m->resources.tmp_bytes;
-  spec.nofile = m->resources.nofile;
-  spec.network = m->network;
-  spec.gpu = m->resources.gpu;
-  spec.n_env = nenv;
-  spec.env = env;
-  spec.cgroup_name = r->id;
-  spec.hostname = hostname;
   spawn.replica_id = r->id;
   spawn.sandbox = &spec;
   spawn.n_argv = 1;
@@ -563,30 +756,22 @@ flint__replica_start (flint_endpoint_t *ep, flint_version_t *v, flint_error_t *e
   fds[0] = out[1];
   fds[1] = errp[1];
   rc = flint__helper_send (&d->spawner, &f.base, fds, 2);
-  free_env (env, nenv);
-  env = NULL;
+  flint__sandbox_spec_clear (env, nenv);
   close (out[1]), close (errp[1]);
   out[1] = errp[1] = -1;
   if (rc < 0)
     {
       flint_error_set_errno (err, FLINT_EUNAVAILABLE, rc, "send the spawn request to the spawner");
+      flint__replica_discard (r, err->msg);
       goto fail;
     }
   /* the channel arrives with the Spawned reply (the sandbox makes it in its own netns) */
   r->log_out = flint_logpipe_open (d->loop, out[0], ep->logbook, v->number, r->id, "stdout");
   r->log_err = flint_logpipe_open (d->loop, errp[0], ep->logbook, v->number, r->id, "stderr");
-  out[0] = errp[0] = -1;
-
-  uv_timer_start (replica_timer (r), startup_timeout_cb, ep->scale.startup_timeout_ms, 0);
-  flint_map_put (&d->replicas, r->id, r);
-  flint_list_insert_tail (&ep->replicas, &r->link);
-  ep->replicas_starting++;
   ep->cold_starts++;
   return r;
 
 fail:
-  if (env)
-    free_env (env, nenv);
   for (int i = 0; i < 2; i++)
     {
       if (out[i] >= 0)
@@ -594,21 +779,7 @@ fail:
       if (errp[i] >= 0)
         close (errp[i]);
     }
-  free (r);
   return NULL;
-}
-
-/* The tiers (parked, image) come with the snapshot code; until a snapshot exists every
- * replica starts cold. */
-flint_replica_t *
-flint__replica_scale_up (flint_endpoint_t *ep, flint_error_t *err)
-{
-  if (ep->current == NULL)
-    {
-      flint_error_set (err, FLINT_EPRECONDITION, "endpoint `%s` has no ready version", ep->name);
-      return NULL;
-    }
-  return flint__replica_start (ep, ep->current, err);
 }
 
 static void
@@ -635,8 +806,7 @@ flint__replica_stop (flint_replica_t *r, const char *why)
 {
   if (r->state == FLINT_REPLICA_STOPPING || r->state == FLINT_REPLICA_DEAD)
     return;
-  if (r->state == FLINT_REPLICA_STARTING && r->ep->replicas_starting > 0)
-    r->ep->replicas_starting--;
+  flint__replica_uncount_starting (r);
   flint_debug ("stopping replica %s: %s", r->id, why);
   r->state = FLINT_REPLICA_STOPPING;
   if (r->exit_reason[0] == '\0')
@@ -644,8 +814,11 @@ flint__replica_stop (flint_replica_t *r, const char *why)
   send_kill (r);
 }
 
+/* The replica is gone: fails or retries its requests and frees it. `rescale` lets the
+ * activator start a replacement for queued requests (not when the caller is itself starting
+ * one). */
 static void
-finalize (flint_replica_t *r)
+finalize_ex (flint_replica_t *r, bool rescale)
 {
   flint_daemon_t *d = r->d;
   flint_endpoint_t *ep = r->ep;
@@ -655,6 +828,8 @@ finalize (flint_replica_t *r)
   if (r->state == FLINT_REPLICA_DEAD)
     return;
   snprintf (reason, sizeof reason, "%s", r->exit_reason[0] ? r->exit_reason : "the worker died");
+  if (r->checkpointing)
+    flint__snapshot_source_lost (r, reason);
   if (was_starting)
     startup_failed (r, FLINT_EUNAVAILABLE, reason);
   r->state = FLINT_REPLICA_DEAD;
@@ -687,9 +862,20 @@ finalize (flint_replica_t *r)
   }
   if (!d->shutting_down)
     {
-      flint__dispatch_scale_for_queue (ep);
+      if (rescale)
+        flint__dispatch_scale_for_queue (ep);
       flint__endpoint_maybe_reap (ep);
     }
+}
+
+void
+flint__replica_discard (flint_replica_t *r, const char *why)
+{
+  flint__replica_uncount_starting (r);
+  r->state = FLINT_REPLICA_STOPPING;
+  r->exited = true;
+  snprintf (r->exit_reason, sizeof r->exit_reason, "stopped by flintd (%s)", why);
+  finalize_ex (r, false);
 }
 
 /* ---- frames from the helpers (Spawned / Exited) ------------------------------------------- */
@@ -710,7 +896,13 @@ flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_
     case FLINT__NODE__V1__NODE_FRAME__MSG_SPAWNED:
       r = flint_map_get (&h->d->replicas, f->spawned->replica_id);
       if (r == NULL)
-        break;
+        {
+          /* gone meanwhile: its channel must not stay queued for the next Spawned */
+          int fd = f->spawned->ok ? flint_channel_take_fd (h->chan) : -1;
+          if (fd >= 0)
+            close (fd);
+          break;
+        }
       if (!f->spawned->ok)
         {
           r->exited = true;
@@ -737,7 +929,7 @@ flint__replica_on_helper_frame (flint_helper_t *h, const uint8_t *payload, size_
       }
       for (size_t i = 0; i < f->spawned->n_phases_ms; i++)
         if (strcmp (f->spawned->phases_ms[i]->key, "total") == 0)
-          r->phases_ms[PHASE_SANDBOX] = f->spawned->phases_ms[i]->value;
+          r->phases_ms[FLINT_RPHASE_SANDBOX] = f->spawned->phases_ms[i]->value;
       break;
     case FLINT__NODE__V1__NODE_FRAME__MSG_EXITED:
       r = flint_map_get (&h->d->replicas, f->exited->replica_id);

@@ -68,6 +68,10 @@ int flint_cgroup_probe (const char *parent, flint_cgroup_root_t *root, flint_err
  * Returns how many were removed. */
 int flint_cgroup_cleanup_stale (const flint_cgroup_root_t *root);
 
+/* Removes the (empty) parent cgroup when its owner exits. -errno (-EBUSY while replicas
+ * remain). */
+int flint_cgroup_remove_parent (const flint_cgroup_root_t *root);
+
 extern const flint_cgroup_ops_t flint_cgroup_v1_ops;
 extern const flint_cgroup_ops_t flint_cgroup_v2_ops;
 

@@ -188,3 +188,18 @@ flint_cgroup_cleanup_stale (const flint_cgroup_root_t *root)
     }
   return cleaned;
 }
+
+int
+flint_cgroup_remove_parent (const flint_cgroup_root_t *root)
+{
+  int ret = 0;
+
+  for (int i = 0; i < root->nmounts; i++)
+    {
+      char dir[PATH_MAX + 200];
+      snprintf (dir, sizeof dir, "%s/%s", root->mounts[i], root->parent);
+      if (rmdir (dir) < 0 && errno != ENOENT)
+        ret = -errno;
+    }
+  return ret;
+}

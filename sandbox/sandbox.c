@@ -153,6 +153,13 @@ flint_sandbox_idmap (const flint_sandbox_node_t *node)
   return node->idmap;
 }
 
+void
+flint_sandbox_node_remove_parent (flint_sandbox_node_t *node)
+{
+  if (node->opts.isolate)
+    flint_cgroup_remove_parent (&node->cg);
+}
+
 int
 flint_sandbox_node_cleanup_stale (flint_sandbox_node_t *node)
 {
@@ -782,8 +789,9 @@ flint_sandbox_id (const flint_sandbox_t *sb)
 int
 flint_sandbox_kill (flint_sandbox_t *sb)
 {
-  /* killing pid 1 of the namespace takes every process of the sandbox with it */
-  if (kill (sb->pid, SIGKILL) < 0 && errno != ESRCH)
+  /* killing pid 1 of the namespace takes every process of the sandbox with it (a prepared
+   * sandbox has no pid yet: never kill(-1)) */
+  if (sb->pid > 0 && kill (sb->pid, SIGKILL) < 0 && errno != ESRCH)
     return -errno;
   if (sb->cg_ops)
     sb->cg_ops->kill_all (&sb->cg);

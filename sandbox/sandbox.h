@@ -141,6 +141,9 @@ void flint_sandbox_finish (flint_sandbox_t *sb, int wait_status, flint_sandbox_e
  * killing what still runs there. Returns the number of sandboxes cleaned. */
 int flint_sandbox_node_cleanup_stale (flint_sandbox_node_t *node);
 
+/* Removes the node's parent cgroup (at the helper's exit, once every sandbox is finished). */
+void flint_sandbox_node_remove_parent (flint_sandbox_node_t *node);
+
 /* The mounts of a sandbox built for `spec`; returns how many were written to `out`. */
 size_t flint_sandbox_mount_table (const flint_sandbox_node_t *node, const flint_sandbox_spec_t *spec,
                                   flint_mount_t *out, size_t max);

@@ -148,6 +148,7 @@ flint_spawner_main (int sock, const flint_sandbox_options_t *opts)
     return 1;
   flint_sandbox_node_cleanup_stale (sv.node);
   r = flint_supervisor_run (&sv, sfd);
+  flint_sandbox_node_remove_parent (sv.node);
   flint_sandbox_node_free (sv.node);
   flint_map_free (&sv.by_id);
   flint_map_free (&sv.by_pid);

@@ -143,13 +143,19 @@ flint_supervisor_run (flint_supervisor_t *sv, int sigchld_fd)
   for (;;)
     {
       struct pollfd pfd[2] = { { sv->sock, POLLIN, 0 }, { sigchld_fd, POLLIN, 0 } };
-      if (poll (pfd, 2, -1) < 0)
+      int n = poll (pfd, 2, sv->idle && sv->idle_pending ? 0 : -1);
+      if (n < 0)
         {
           if (errno == EINTR)
             continue;
           flint_err ("poll: %s", strerror (errno));
           kill_all (sv);
           return 1;
+        }
+      if (n == 0)
+        {
+          sv->idle (sv, sv->data);
+          continue;
         }
       if (pfd[1].revents & POLLIN)
         {

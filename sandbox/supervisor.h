@@ -17,6 +17,10 @@ typedef void (*flint_supervisor_handle_cb) (flint_supervisor_t *sv, Flint__Node_
                                             size_t nfds, void *data);
 /* Called for a reaped pid that is not a sandbox (criu swrk, slirp4netns, ...). */
 typedef void (*flint_supervisor_reaped_cb) (flint_supervisor_t *sv, pid_t pid, int status, void *data);
+/* Background work, run when no frame waits (the snapshotter refills its restore slots there, so
+ * a burst of restores is served before any refill). Called while `idle_pending` is set; the
+ * callback clears it when nothing is left. */
+typedef void (*flint_supervisor_idle_cb) (flint_supervisor_t *sv, void *data);
 
 struct flint_supervisor_s {
   int sock;
@@ -25,6 +29,8 @@ struct flint_supervisor_s {
   flint_map_t by_pid;   /* decimal pid → sandbox */
   flint_supervisor_handle_cb handle;
   flint_supervisor_reaped_cb reaped;
+  flint_supervisor_idle_cb idle;
+  bool idle_pending;
   void *data;
 };
 

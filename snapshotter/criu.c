@@ -39,6 +39,12 @@ flint_criu_spawn (const char *criu_bin, const int *keep, size_t nkeep, flint_cri
       signal (SIGPIPE, SIG_DFL);
       if (prep && prep (prep_data) < 0)
         _exit (120);
+      {
+        /* criu's chatter on stdout ("Looks good.") is not ours to log; errors go to stderr */
+        int null = open ("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0 && null != STDOUT_FILENO)
+          dup2 (null, STDOUT_FILENO);
+      }
       for (size_t i = 0; i < nkeep; i++)
         fcntl (keep[i], F_SETFD, 0);
       fcntl (sks[1], F_SETFD, 0);

@@ -93,10 +93,13 @@ flint_image_verify (const char *dir, const flint_image_file_t *files, size_t n, 
   return 0;
 }
 
-/* One verified directory: its files' identities at verification time. */
+/* One verified directory: its own identity (a file added or removed changes its mtime) and its
+ * files' identities at verification time. */
 typedef struct verified_s {
   char dir[PATH_MAX];
   size_t n;
+  ino_t dir_ino;
+  struct timespec dir_mtime;
   struct { ino_t ino; off_t size; struct timespec mtime; } id[128];
 } verified_t;
 
@@ -106,10 +109,15 @@ static unsigned cache_next;
 static bool
 identity (const char *dir, const flint_image_file_t *files, size_t n, verified_t *v)
 {
-  if (n > 128)
+  struct stat dst;
+
+  if (n > 128 || stat (dir, &dst) < 0)
     return false;
+  memset (v, 0, sizeof *v);
   snprintf (v->dir, sizeof v->dir, "%s", dir);
   v->n = n;
+  v->dir_ino = dst.st_ino;
+  v->dir_mtime = dst.st_mtim;
   for (size_t i = 0; i < n; i++)
     {
       char path[PATH_MAX];
@@ -131,7 +139,8 @@ flint_image_verify_cached (const char *dir, const flint_image_file_t *files, siz
 
   if (identity (dir, files, n, &now))
     for (size_t k = 0; k < FLINT_ARRAY_SIZE (cache); k++)
-      if (strcmp (cache[k].dir, dir) == 0 && cache[k].n == n
+      if (strcmp (cache[k].dir, dir) == 0 && cache[k].n == n && cache[k].dir_ino == now.dir_ino
+          && cache[k].dir_mtime.tv_sec == now.dir_mtime.tv_sec && cache[k].dir_mtime.tv_nsec == now.dir_mtime.tv_nsec
           && memcmp (cache[k].id, now.id, n * sizeof now.id[0]) == 0)
         return 0;
   if (flint_image_verify (dir, files, n, err) < 0)

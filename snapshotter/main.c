@@ -25,7 +25,7 @@ int
 main (int argc, char **argv)
 {
   flint_snapshotter_options_t opts = { .run_dir = "/run/flint", .cgroup_parent = "flint-snap", .criu = NULL,
-                                       .slots = 4, .userns = true };
+                                       .stage_dir = "/run/flint-snapshotter", .slots = 4, .userns = true };
   int type;
   socklen_t len = sizeof type;
 
@@ -38,6 +38,8 @@ main (int argc, char **argv)
         opts.cgroup_parent = argv[++i];
       else if (strcmp (argv[i], "--criu") == 0 && i + 1 < argc)
         opts.criu = argv[++i];
+      else if (strcmp (argv[i], "--stage-dir") == 0 && i + 1 < argc)
+        opts.stage_dir = argv[++i];
       else if (strcmp (argv[i], "--slots") == 0 && i + 1 < argc)
         opts.slots = (unsigned) atoi (argv[++i]);
       else if (strcmp (argv[i], "--no-userns") == 0)
@@ -49,7 +51,8 @@ main (int argc, char **argv)
         }
       else
         {
-          fprintf (stderr, "usage: flint-snapshotter [--run-dir DIR] [--cgroup-parent NAME] [--criu PATH] [--slots N]\n"
+          fprintf (stderr, "usage: flint-snapshotter [--run-dir DIR] [--cgroup-parent NAME] [--criu PATH] [--stage-dir DIR]\n"
+                           "                         [--slots N] [--no-userns]\n"
                            "Started by flintd with its socket at fd 3.\n");
           return 2;
         }

@@ -6,31 +6,48 @@
  * "slots" is kept ready, each holding
  *   - a prepared sandbox cgroup, already joined (the first cgroup v1 migration after a quiet
  *     period costs 13-16 ms of rcu_sync) by
- *   - a `criu swrk` process, forked and exec'd ahead (5 ms saved), living in a cgroup namespace
- *     rooted at that cgroup, so the restored tree is born inside its limits;
+ *   - a `criu swrk` process, forked and exec'd ahead, living in a cgroup namespace rooted at
+ *     that cgroup, so the restored tree is born inside it;
  *   - a fresh channel socketpair and stdout/stderr pipes for the new replica (inherited by
  *     criu and swapped in for the dumped ones through inherit_fd);
  *   - a fresh tmpfs for the replica's /tmp (an external mount: no tar of tmpfs content).
- * A restore is then one RPC; the slot is refilled after the reply. The choices and their
+ * A restore is then one RPC; slots are refilled when no request waits. The choices and their
  * measurements are in docs/SNAPSHOTS.md.
  *
+ * Mount sources. CRIU bind-mounts each external mount from inside the restored user namespace,
+ * where the sandbox's root maps to an unprivileged host uid: a source below a root-only
+ * directory (flintd's state and run directories are 0700) cannot be looked up from there. So
+ * the snapshotter runs in a private mount namespace with a small tmpfs at `stage_dir` (0711,
+ * on a path every uid may traverse): sources that are not reachable are bind-mounted there for
+ * the duration of a restore. The private namespace keeps these mounts, and the slots' /tmp
+ * tmpfs, out of the host's mount table; dumps run in the host's namespace, where the workers
+ * were created.
+ *
  * Protocol (node.proto): Dump → Dumped; Restore → Restored (+ channel, stdout, stderr fds);
- * Freeze, Kill, Exited as for the spawner (supervisor.c). */
+ * Freeze, Kill, Exited as for the spawner (supervisor.c).
+ *
+ * Fault injection (tests): FLINT_FAULT=snapshot-dump makes every dump fail as CRIU would,
+ * FLINT_FAULT=snapshot-restore every restore (after the slot was used, so the rollback runs). */
 #include "snapshotter.h"
 #include "criu.h"
+#include "devckpt.h"
 #include "images.h"
 #include "spawner.h"
 #include "supervisor.h"
 #include "flint/cleanup.h"
 #include "flint/log.h"
 #include "flint/util.h"
+#include "flint-config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +56,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,10 +71,13 @@ typedef struct slot_s {
   flint_criu_t criu;        /* swrk inside it */
   int chan[2];              /* [0] for flintd, [1] inherited by the restored worker */
   int out[2], err[2];       /* [0] read ends for flintd, [1] inherited */
-  int work_fd;
-  char dir[PATH_MAX];       /* RUN/snapshotter/slot-N */
-  char tmp[PATH_MAX];       /* its fresh tmpfs, the replica's /tmp */
+  int work_fd;              /* CRIU's work directory (restore.log) */
+  char dir[PATH_MAX];       /* RUN/snapshotter/slot-N: root-only, holds `work` */
+  char stage[PATH_MAX];     /* STAGE/slot-N: mount sources the restored user namespace can reach */
+  char tmp[PATH_MAX + 8];   /* STAGE/slot-N/tmp: a fresh tmpfs, the replica's /tmp */
   uint64_t tmp_size;
+  char staged[MAX_MOUNTS][48]; /* keys of sources bind-mounted under `stage` for one restore */
+  size_t nstaged;
 } slot_t;
 
 typedef struct snap_s {
@@ -64,10 +85,30 @@ typedef struct snap_s {
   flint_snapshotter_options_t opts;
   char criu_version[32];
   char kernel[128];
+  char kdat[PATH_MAX];
   slot_t slots[MAX_SLOTS];
   unsigned next_slot_id;
   int own_netns;
+  int host_mntns;           /* the namespace dumps run in */
+  char fault[128];
 } snap_t;
+
+static bool
+fault (const snap_t *s, const char *point)
+{
+  size_t n = strlen (point);
+  const char *p = s->fault;
+
+  while (p && *p)
+    {
+      if (strncmp (p, point, n) == 0 && (p[n] == '\0' || p[n] == ','))
+        return true;
+      p = strchr (p, ',');
+      if (p)
+        p++;
+    }
+  return false;
+}
 
 /* ---- slots ------------------------------------------------------------------------------- */
 
@@ -77,6 +118,22 @@ slot_enter_cb (void *data)
   return flint_sandbox_enter (data);
 }
 
+static void
+unstage (slot_t *sl)
+{
+  for (size_t i = 0; i < sl->nstaged; i++)
+    {
+      char p[PATH_MAX + 64];
+      snprintf (p, sizeof p, "%s/%s", sl->stage, sl->staged[i]);
+      umount2 (p, MNT_DETACH);
+      if (unlink (p) < 0)
+        rmdir (p);
+    }
+  sl->nstaged = 0;
+}
+
+/* Closes the slot's fds and removes its mounts and directories; the cgroup (sl->sb) is the
+ * caller's: it became a replica's, or is finished by the caller. */
 static void
 slot_release (slot_t *sl, bool kill_criu)
 {
@@ -94,12 +151,27 @@ slot_release (slot_t *sl, bool kill_criu)
       /* the supervisor's reaper collects it */
       flint_criu_close (&sl->criu, true);
     }
+  unstage (sl);
   if (sl->tmp[0])
     umount2 (sl->tmp, MNT_DETACH);
+  if (sl->stage[0])
+    flint_rm_rf (sl->stage);
   if (sl->dir[0])
     flint_rm_rf (sl->dir);
-  sl->tmp[0] = sl->dir[0] = '\0';
+  sl->tmp[0] = sl->stage[0] = sl->dir[0] = '\0';
   sl->ready = false;
+}
+
+static void
+slot_discard (slot_t *sl)
+{
+  slot_release (sl, true);
+  if (sl->sb)
+    {
+      flint_sandbox_kill (sl->sb);
+      flint_sandbox_finish (sl->sb, 0, NULL);
+      sl->sb = NULL;
+    }
 }
 
 /* Prepares one slot (see the file comment). Not on the request path, except when the pool ran
@@ -113,18 +185,23 @@ slot_prepare (snap_t *s, slot_t *sl, flint_error_t *err)
   memset (sl, 0, sizeof *sl);
   sl->chan[0] = sl->chan[1] = sl->out[0] = sl->out[1] = sl->err[0] = sl->err[1] = sl->work_fd = -1;
   sl->criu.pid = sl->criu.sk = -1;
-  snprintf (id, sizeof id, "slot-%u-%d", s->next_slot_id++, (int) getpid ());
+  snprintf (id, sizeof id, "slot-%u", s->next_slot_id++);
   if (flint_sandbox_prepare (s->sv.node, id, &sl->sb, err) < 0)
     return -1;
   snprintf (sl->dir, sizeof sl->dir, "%s/snapshotter/%s", s->opts.run_dir, id);
-  snprintf (sl->tmp, sizeof sl->tmp, "%s/tmp", sl->dir);
+  snprintf (sl->stage, sizeof sl->stage, "%s/%s", s->opts.stage_dir, id);
   snprintf (path, sizeof path, "%s/work", sl->dir);
   sl->tmp_size = 64u << 20;
   snprintf (opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long) sl->tmp_size);
-  if (flint_mkdir_p (sl->tmp, 0700) < 0 || flint_mkdir_p (path, 0700) < 0
-      || mount ("flint-tmp", sl->tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+  if (flint_mkdir_p (path, 0700) < 0 || flint_mkdir_p (sl->stage, 0711) < 0 || chmod (sl->stage, 0711) < 0)
     {
       flint_error_set_errno (err, FLINT_EINTERNAL, errno, "restore slot: prepare `%s`", sl->dir);
+      goto fail;
+    }
+  snprintf (sl->tmp, sizeof sl->tmp, "%s/tmp", sl->stage);
+  if (mkdir (sl->tmp, 0755) < 0 || mount ("flint-tmp", sl->tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+    {
+      flint_error_set_errno (err, FLINT_EINTERNAL, errno, "restore slot: mount a tmpfs at `%s`", sl->tmp);
       sl->tmp[0] = '\0';
       goto fail;
     }
@@ -144,28 +221,50 @@ slot_prepare (snap_t *s, slot_t *sl, flint_error_t *err)
   sl->ready = true;
   return 0;
 fail:
-  slot_release (sl, true);
-  if (sl->sb)
-    {
-      flint_sandbox_finish (sl->sb, 0, NULL);
-      sl->sb = NULL;
-    }
+  slot_discard (sl);
   return -1;
 }
 
 static void
-refill (snap_t *s)
+refill_cb (flint_supervisor_t *sv, void *data)
 {
+  snap_t *s = data;
+
+  sv->idle_pending = false;
   for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
     if (!s->slots[i].ready)
       {
         flint_error_t err = FLINT_ERROR_INIT;
         if (slot_prepare (s, &s->slots[i], &err) < 0)
-          {
-            flint_warn ("cannot prepare a restore slot: %s", err.msg);
-            return;
-          }
+          flint_warn ("cannot prepare a restore slot: %s", err.msg);
+        else
+          sv->idle_pending = true; /* one slot per idle turn: a frame that arrives meanwhile goes first */
+        return;
       }
+}
+
+static slot_t *
+take_slot (snap_t *s, double *prep_ms, flint_error_t *err)
+{
+  uint64_t t0;
+  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
+    if (s->slots[i].ready)
+      {
+        *prep_ms = 0;
+        return &s->slots[i];
+      }
+  /* the pool ran dry (a burst): prepare one now, on the request's time */
+  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
+    if (!s->slots[i].ready)
+      {
+        t0 = flint_now_ns ();
+        if (slot_prepare (s, &s->slots[i], err) < 0)
+          return NULL;
+        *prep_ms = (double) (flint_now_ns () - t0) / 1e6;
+        return &s->slots[i];
+      }
+  flint_error_set (err, FLINT_EINTERNAL, "no restore slot");
+  return NULL;
 }
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -188,7 +287,8 @@ fd_inode (pid_t pid, int fd, const char *kind)
   return ino;
 }
 
-/* The first error lines of a CRIU log, for messages. */
+/* The error lines of a CRIU log, for messages (without the noise every run prints on this kind
+ * of host: no CAP_SYS_RESOURCE for RLIMIT_NOFILE). */
 static void
 log_errors (const char *path, char *out, size_t len)
 {
@@ -201,10 +301,11 @@ log_errors (const char *path, char *out, size_t len)
     return;
   while (fgets (line, sizeof line, f) && used + 2 < len)
     {
-      if (strstr (line, "Error") == NULL || strstr (line, "RLIMIT_NOFILE"))
+      char *e = strstr (line, "Error");
+      if (e == NULL || strstr (line, "RLIMIT_NOFILE") || strstr (line, "cgroupd"))
         continue;
       line[strcspn (line, "\n")] = '\0';
-      used += (size_t) snprintf (out + used, len - used, "%s%s", used ? "; " : "", line);
+      used += (size_t) snprintf (out + used, len - used, "%s%s", used ? "; " : "", e);
     }
   fclose (f);
 }
@@ -235,16 +336,60 @@ free_strs (char **arr, size_t n)
   free (arr);
 }
 
-/* The restored worker's loopback is down (its netns is new and empty: CRIU's own netns restore
- * costs 24 ms of `ip` execs). We are root of the initial user namespace: step in, bring lo up,
- * step out. */
+/* True when every directory on the way to `path` lets any uid through (o+x): CRIU can then
+ * bind-mount it from inside the restored user namespace without staging. */
+static bool
+reachable_by_anyone (const char *path)
+{
+  char p[PATH_MAX];
+  struct stat st;
+  char *slash;
+
+  snprintf (p, sizeof p, "%s", path);
+  for (slash = strrchr (p, '/'); slash; slash = strrchr (p, '/'))
+    {
+      *slash = '\0';
+      if (stat (p[0] ? p : "/", &st) < 0 || !(st.st_mode & S_IXOTH))
+        return false;
+      if (p[0] == '\0')
+        break;
+    }
+  return true;
+}
+
+/* Bind-mounts `host` at STAGE/slot-N/<key> (see the file comment) and returns that path. */
+static int
+stage_source (slot_t *sl, const char *key, const char *host, char *out, size_t len, flint_error_t *err)
+{
+  struct stat st;
+  int r;
+
+  snprintf (out, len, "%s/%s", sl->stage, key);
+  if (stat (host, &st) < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "stage mount source `%s`", host);
+  if (S_ISDIR (st.st_mode))
+    r = mkdir (out, 0755);
+  else
+    {
+      int fd = open (out, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      r = fd < 0 ? -1 : close (fd);
+    }
+  if (r < 0 || mount (host, out, NULL, MS_BIND, NULL) < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "stage mount source `%s` at `%s`", host, out);
+  snprintf (sl->staged[sl->nstaged++], sizeof sl->staged[0], "%s", key);
+  return 0;
+}
+
+/* The restored worker's loopback is down (its network namespace is new and empty: CRIU's own
+ * netns restore costs tens of ms of `ip` execs). We are root of the initial user namespace:
+ * step in, bring lo up, step out. */
 static int
 loopback_up_in (snap_t *s, pid_t pid)
 {
   char path[64];
   _cleanup_close_ int ns = -1;
   struct ifreq ifr;
-  int sk, r = -1;
+  int sk, r = -1, e = 0;
 
   snprintf (path, sizeof path, "/proc/%d/ns/net", (int) pid);
   ns = open (path, O_RDONLY | O_CLOEXEC);
@@ -260,15 +405,18 @@ loopback_up_in (snap_t *s, pid_t pid)
           ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
           r = ioctl (sk, SIOCSIFFLAGS, &ifr);
         }
+      e = errno;
       close (sk);
     }
+  else
+    e = errno;
   if (setns (s->own_netns, CLONE_NEWNET) < 0)
     {
       /* we cannot stay in a replica's network namespace */
       flint_err ("cannot return to our network namespace: %s", strerror (errno));
       abort ();
     }
-  return r < 0 ? -errno : 0;
+  return r < 0 ? -e : 0;
 }
 
 /* ---- dump -------------------------------------------------------------------------------- */
@@ -317,11 +465,62 @@ reply_dumped (snap_t *s, const char *id, bool ok, const char *error, uint64_t si
 }
 
 static void
+dump_failed (snap_t *s, const Flint__Node__V1__Dump *req, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+dump_failed (snap_t *s, const Flint__Node__V1__Dump *req, const char *fmt, ...)
+{
+  char msg[1500];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  /* no half image is left behind for anyone to find */
+  if (req->image_dir[0])
+    flint_rm_rf (req->image_dir);
+  reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
+}
+
+static int
+dump_enter_cb (void *data)
+{
+  /* dumps run where the workers were created (see the file comment) */
+  return setns (*(int *) data, CLONE_NEWNS) < 0 ? -errno : 0;
+}
+
+/* Restored replicas get a fresh, empty /tmp (an external mount), so what a worker keeps there
+ * would silently vanish: refuse such a checkpoint instead, naming a file. */
+static int
+tmp_is_empty (pid_t pid, char *first, size_t len)
+{
+  char path[64];
+  DIR *d;
+  struct dirent *de;
+  int r = 1;
+
+  snprintf (path, sizeof path, "/proc/%d/root/tmp", (int) pid);
+  d = opendir (path);
+  if (d == NULL)
+    return -errno;
+  while ((de = readdir (d)) != NULL)
+    if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
+      {
+        snprintf (first, len, "%s", de->d_name);
+        r = 0;
+        break;
+      }
+  closedir (d);
+  return r;
+}
+
+static void
 handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
 {
   flint_error_t err = FLINT_ERROR_INIT;
   flint_sandbox_spec_t spec;
   flint_mount_t table[MAX_MOUNTS];
+  const flint_devckpt_ops_t *dev;
   size_t nm;
   _cleanup_free_ char **argv = NULL;
   _cleanup_free_ char **env = NULL;
@@ -336,22 +535,31 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
   flint_image_file_t *files = NULL;
   uint64_t total = 0;
   uint64_t t0 = flint_now_ns ();
-  char msg[1500], logp[PATH_MAX], errs[1000];
-  int n;
+  char logp[PATH_MAX], errs[1000], tmpfile[256];
+  int n, r;
 
-  if (req->sandbox == NULL || req->n_argv == 0 || req->pid <= 0)
+  if (req->sandbox == NULL || req->n_argv == 0 || req->pid <= 0 || req->image_dir[0] != '/')
     {
       reply_dumped (s, req->replica_id, false, "malformed dump request", 0, 0, NULL, 0, NULL, NULL, 0);
       return;
     }
   argv = calloc (req->n_argv + 1, sizeof *argv);
   env = calloc (req->sandbox->n_env + 1, sizeof *env);
+  if (argv == NULL || env == NULL)
+    abort ();
   flint_sandbox_spec_from_proto (req->sandbox, req->replica_id, req->argv, req->n_argv, argv, env, &spec);
   if (spec.network)
     {
       reply_dumped (s, req->replica_id, false,
-                    "endpoints with `network: true` are not snapshotted (their slirp4netns link cannot be checkpointed)",
+                    "`network: true` workers are not checkpointed: their slirp4netns link lives outside the sandbox "
+                    "and cannot be restored",
                     0, 0, NULL, 0, NULL, NULL, 0);
+      return;
+    }
+  dev = flint_devckpt_for (spec.gpu, &err);
+  if (dev == NULL)
+    {
+      reply_dumped (s, req->replica_id, false, err.msg, 0, 0, NULL, 0, NULL, NULL, 0);
       return;
     }
   sk_ino = fd_inode (req->pid, 3, "socket");
@@ -359,15 +567,34 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
   err_ino = fd_inode (req->pid, 2, "pipe");
   if (sk_ino == 0 || out_ino == 0 || err_ino == 0)
     {
-      reply_dumped (s, req->replica_id, false, "the worker's fds 1, 2 and 3 are not its log pipes and channel", 0, 0,
-                    NULL, 0, NULL, NULL, 0);
+      reply_dumped (s, req->replica_id, false,
+                    "the worker's fds 1, 2 and 3 are not its log pipes and channel (did it replace them?)", 0, 0, NULL, 0,
+                    NULL, NULL, 0);
+      return;
+    }
+  r = tmp_is_empty (req->pid, tmpfile, sizeof tmpfile);
+  if (r == 0)
+    {
+      snprintf (errs, sizeof errs,
+                "the worker keeps files in /tmp (`%s`), which restored replicas would not have (each gets a fresh "
+                "/tmp): keep init-time state in memory or in the bundle",
+                tmpfile);
+      reply_dumped (s, req->replica_id, false, errs, 0, 0, NULL, 0, NULL, NULL, 0);
       return;
     }
   flint_rm_rf (req->image_dir);
-  if (flint_mkdir_p (req->image_dir, 0700) < 0 || (imgfd = open (req->image_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+  /* Root-only is the parent (RUN/images, 0700): nobody reaches an image by path. The image
+   * directory itself lets any uid through (0711), because CRIU reads it from inside the
+   * restored user namespace through a descriptor opened by root. */
+  if (flint_mkdir_p (req->image_dir, 0711) < 0 || chmod (req->image_dir, 0711) < 0
+      || (imgfd = open (req->image_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
     {
-      snprintf (msg, sizeof msg, "create the image directory `%s`: %s", req->image_dir, strerror (errno));
-      reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
+      dump_failed (s, req, "create the image directory `%s`: %s", req->image_dir, strerror (errno));
+      return;
+    }
+  if (dev->checkpoint (req->pid, &err) < 0)
+    {
+      dump_failed (s, req, "%s checkpoint of the device state: %s", dev->name, err.msg);
       return;
     }
 
@@ -389,50 +616,67 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
   o.leave_running = req->leave_running;
   o.has_network_lock = 1;
   o.network_lock = CRIU_NETWORK_LOCK_METHOD__SKIP;
+  /* the network namespace is not dumped: restores get a fresh one (see handle_restore) */
+  o.has_empty_ns = 1;
+  o.empty_ns = CLONE_NEWNET;
   o.n_external = next;
   o.external = ext;
 
-  if (flint_criu_spawn (s->opts.criu, &imgfd, 1, NULL, NULL, &c, &err) < 0 || flint_criu_call (&c, &rq, &resp, &err) < 0)
-    {
-      flint_criu_close (&c, true);
-      snprintf (msg, sizeof msg, "criu dump: %s", err.msg);
-      reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
-      free_strs (ext, next);
-      return;
-    }
+  if (fault (s, "snapshot-dump"))
+    r = flint_error_set (&err, FLINT_EINTERNAL, "criu dump failed: fault injected (FLINT_FAULT=snapshot-dump)");
+  else if ((r = flint_criu_spawn (s->opts.criu, &imgfd, 1, dump_enter_cb, &s->host_mntns, &c, &err)) == 0)
+    r = flint_criu_call (&c, &rq, &resp, &err);
   flint_criu_close (&c, true);
   free_strs (ext, next);
+  if (req->leave_running)
+    {
+      flint_error_t e2 = FLINT_ERROR_INIT;
+      if (dev->resume (req->pid, &e2) < 0)
+        flint_warn ("replica %s: %s resume after the dump: %s", req->replica_id, dev->name, e2.msg);
+    }
+  if (r < 0)
+    {
+      dump_failed (s, req, "%s", err.msg);
+      return;
+    }
   if (!resp->success)
     {
       snprintf (logp, sizeof logp, "%s/dump.log", req->image_dir);
       log_errors (logp, errs, sizeof errs);
-      snprintf (msg, sizeof msg, "criu dump failed (errno %d): %s", resp->has_cr_errno ? resp->cr_errno : 0,
-                errs[0] ? errs : (resp->cr_errmsg ? resp->cr_errmsg : "see dump.log"));
+      dump_failed (s, req, "criu dump failed: %s",
+                   errs[0] ? errs : (resp->cr_errmsg ? resp->cr_errmsg : "no reason in dump.log"));
       criu_resp__free_unpacked (resp, NULL);
-      reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
       return;
     }
   criu_resp__free_unpacked (resp, NULL);
 
   {
     char ks[32], os[32], es[32], worker_sha[FLINT_SHA256_HEX_LEN];
-    const char *mk[] = { "criu", "kernel", "socket", "stdout", "stderr", "idmap", "worker" };
-    const char *mv[7];
+    flint_devckpt_kv_t dkv[8];
+    size_t nd = dev->describe (req->pid, dkv, FLINT_ARRAY_SIZE (dkv));
+    const char *mk[16] = { "criu", "kernel", "socket", "stdout", "stderr", "idmap", "worker", "device" };
+    const char *mv[16];
+    size_t nmeta = 8;
+
     snprintf (ks, sizeof ks, "%lu", sk_ino);
     snprintf (os, sizeof os, "%lu", out_ino);
     snprintf (es, sizeof es, "%lu", err_ino);
     if (flint_sha256_file (argv[0], worker_sha, NULL) < 0)
       snprintf (worker_sha, sizeof worker_sha, "unknown");
     mv[0] = s->criu_version, mv[1] = s->kernel, mv[2] = ks, mv[3] = os, mv[4] = es;
-    mv[5] = flint_sandbox_idmap (s->sv.node), mv[6] = worker_sha;
-    if (flint_image_meta_write (req->image_dir, mk, mv, 7, &err) < 0
+    mv[5] = flint_sandbox_idmap (s->sv.node), mv[6] = worker_sha, mv[7] = dev->name;
+    for (size_t i = 0; i < nd && nmeta < FLINT_ARRAY_SIZE (mk); i++, nmeta++)
+      mk[nmeta] = dkv[i].key, mv[nmeta] = dkv[i].value;
+    /* CRIU's logs are not part of the image (and would fail its verification once appended to) */
+    unlinkat (imgfd, "stats-dump", 0);
+    if (flint_image_meta_write (req->image_dir, mk, mv, nmeta, &err) < 0
         || (n = flint_image_list (req->image_dir, &files, &total, &err)) < 0)
       {
-        reply_dumped (s, req->replica_id, false, err.msg, 0, 0, NULL, 0, NULL, NULL, 0);
+        dump_failed (s, req, "%s", err.msg);
         return;
       }
     reply_dumped (s, req->replica_id, true, NULL, total, (double) (flint_now_ns () - t0) / 1e6, files, (size_t) n,
-                  mk, mv, 7);
+                  mk, mv, nmeta);
     free (files);
   }
 }
@@ -440,7 +684,7 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
 /* ---- restore ----------------------------------------------------------------------------- */
 
 static void
-reply_restored (snap_t *s, const char *id, bool ok, const char *error, pid_t pid, const double *ph,
+reply_restored (snap_t *s, const char *id, flint_status_t code, const char *error, pid_t pid, const double *ph,
                 const char *const *names, size_t nph, const int *fds, size_t nfds)
 {
   Flint__Node__V1__Restored r = FLINT__NODE__V1__RESTORED__INIT;
@@ -448,7 +692,8 @@ reply_restored (snap_t *s, const char *id, bool ok, const char *error, pid_t pid
   Flint__Node__V1__Restored__PhasesMsEntry e[8], *ep[8];
 
   r.replica_id = (char *) id;
-  r.ok = ok;
+  r.ok = code == FLINT_OK;
+  r.code = (int32_t) code;
   r.error = (char *) (error ? error : "");
   r.pid = pid;
   for (size_t i = 0; i < nph && i < 8; i++)
@@ -465,28 +710,20 @@ reply_restored (snap_t *s, const char *id, bool ok, const char *error, pid_t pid
   flint_supervisor_send (&s->sv, &f, fds, nfds);
 }
 
-static slot_t *
-take_slot (snap_t *s, double *prep_ms, flint_error_t *err)
+static void
+restore_failed (snap_t *s, const char *id, flint_status_t code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+restore_failed (snap_t *s, const char *id, flint_status_t code, const char *fmt, ...)
 {
-  uint64_t t0;
-  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
-    if (s->slots[i].ready)
-      {
-        *prep_ms = 0;
-        return &s->slots[i];
-      }
-  /* the pool ran dry (a burst): prepare one now, on the request's time */
-  for (unsigned i = 0; i < s->opts.slots && i < MAX_SLOTS; i++)
-    if (!s->slots[i].ready)
-      {
-        t0 = flint_now_ns ();
-        if (slot_prepare (s, &s->slots[i], err) < 0)
-          return NULL;
-        *prep_ms = (double) (flint_now_ns () - t0) / 1e6;
-        return &s->slots[i];
-      }
-  flint_error_set (err, FLINT_EINTERNAL, "no restore slot");
-  return NULL;
+  char msg[1500];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  reply_restored (s, id, code, msg, 0, NULL, NULL, 0, NULL, 0);
 }
 
 static void
@@ -496,13 +733,14 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   double ph[4] = { 0 };
   uint64_t t0 = flint_now_ns (), t;
   flint_error_t err = FLINT_ERROR_INIT;
-  flint_sandbox_spec_t spec;
+  flint_sandbox_spec_t spec, early;
   flint_mount_t table[MAX_MOUNTS];
+  const flint_devckpt_ops_t *dev;
   size_t nm;
   _cleanup_free_ char **argv = NULL;
   _cleanup_free_ char **env = NULL;
   _cleanup_free_ flint_image_file_t *files = NULL;
-  char sk[32], out[32], er[32], skel[PATH_MAX], msg[1500], opts[64], logp[PATH_MAX + 32], errs[1000];
+  char sk[32], out[32], er[32], skel[PATH_MAX], opts[64], logp[PATH_MAX + 32], errs[1000];
   slot_t *sl;
   CriuReq rq = CRIU_REQ__INIT;
   CriuOpts o = CRIU_OPTS__INIT;
@@ -511,16 +749,20 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   char **ext = NULL;
   size_t next = 0;
   pid_t pid;
-  int fds[3];
+  int fds[3], r;
+  _cleanup_close_ int imgfd = -1;
 
-  if (req->sandbox == NULL || req->n_argv == 0 || flint_supervisor_find (&s->sv, req->replica_id))
+  if (req->sandbox == NULL || req->n_argv == 0 || req->image_dir[0] != '/'
+      || flint_supervisor_find (&s->sv, req->replica_id))
     {
-      reply_restored (s, req->replica_id, false, "malformed or duplicate restore request", 0, NULL, NULL, 0, NULL, 0);
+      restore_failed (s, req->replica_id, FLINT_EINVAL, "malformed or duplicate restore request");
       return;
     }
   argv = calloc (req->n_argv + 1, sizeof *argv);
   env = calloc (req->sandbox->n_env + 1, sizeof *env);
   files = calloc (req->n_files + 1, sizeof *files);
+  if (argv == NULL || env == NULL || files == NULL)
+    abort ();
   flint_sandbox_spec_from_proto (req->sandbox, req->replica_id, req->argv, req->n_argv, argv, env, &spec);
   for (size_t i = 0; i < req->n_files; i++)
     {
@@ -536,41 +778,63 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
       || flint_image_meta_get (req->image_dir, "stdout", out, sizeof out, &err) < 0
       || flint_image_meta_get (req->image_dir, "stderr", er, sizeof er, &err) < 0)
     {
-      snprintf (msg, sizeof msg, "image rejected: %s", err.msg);
-      reply_restored (s, req->replica_id, false, msg, 0, NULL, NULL, 0, NULL, 0);
+      restore_failed (s, req->replica_id, FLINT_EDATALOSS, "image rejected: %s", err.msg);
       return;
     }
   ph[1] = (double) (flint_now_ns () - t) / 1e6;
+  dev = flint_devckpt_for (spec.gpu, &err);
+  if (dev == NULL || dev->check (req->image_dir, &err) < 0)
+    {
+      restore_failed (s, req->replica_id, FLINT_EPRECONDITION, "this node cannot restore the image: %s", err.msg);
+      return;
+    }
   if (flint_sandbox_skeleton (s->sv.node, spec.network, spec.gpu, skel, sizeof skel, &err) < 0)
     {
-      reply_restored (s, req->replica_id, false, err.msg, 0, NULL, NULL, 0, NULL, 0);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "%s", err.msg);
       return;
     }
   sl = take_slot (s, &ph[0], &err);
   if (sl == NULL)
     {
-      snprintf (msg, sizeof msg, "restore slot: %s", err.msg);
-      reply_restored (s, req->replica_id, false, msg, 0, NULL, NULL, 0, NULL, 0);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "restore slot: %s", err.msg);
       return;
     }
-  if (flint_sandbox_set_limits (sl->sb, &spec, &err) < 0)
+  s->sv.idle_pending = true; /* refill once the requests waiting now are served */
+  /* Memory and pids limits hold from the first restored page on; the CPU quota is applied after
+   * the restore, which CRIU does from inside the cgroup and which must not be throttled. */
+  early = spec;
+  early.cpu_millis = 0;
+  if (flint_sandbox_set_limits (sl->sb, &early, &err) < 0)
     {
-      slot_release (sl, true);
-      flint_sandbox_finish (sl->sb, 0, NULL);
-      reply_restored (s, req->replica_id, false, err.msg, 0, NULL, NULL, 0, NULL, 0);
+      slot_discard (sl);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "%s", err.msg);
       return;
     }
   if (spec.tmp_bytes && spec.tmp_bytes != sl->tmp_size)
     {
       snprintf (opts, sizeof opts, "size=%llu", (unsigned long long) spec.tmp_bytes);
-      mount (NULL, sl->tmp, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts);
+      if (mount (NULL, sl->tmp, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) == 0)
+        sl->tmp_size = spec.tmp_bytes;
     }
 
   nm = flint_sandbox_mount_table (s->sv.node, &spec, table, MAX_MOUNTS);
   for (size_t i = 0; i < nm; i++)
     {
       if (table[i].kind == FLINT_MNT_BIND_RO || table[i].kind == FLINT_MNT_BIND_DEV)
-        add_str (&ext, &next, "mnt[%s]:%s", table[i].key, table[i].host);
+        {
+          char staged[PATH_MAX + 64];
+          if (reachable_by_anyone (table[i].host))
+            add_str (&ext, &next, "mnt[%s]:%s", table[i].key, table[i].host);
+          else if (stage_source (sl, table[i].key, table[i].host, staged, sizeof staged, &err) == 0)
+            add_str (&ext, &next, "mnt[%s]:%s", table[i].key, staged);
+          else
+            {
+              free_strs (ext, next);
+              slot_discard (sl);
+              restore_failed (s, req->replica_id, FLINT_EINTERNAL, "%s", err.msg);
+              return;
+            }
+        }
       else if (table[i].kind == FLINT_MNT_TMPFS)
         add_str (&ext, &next, "mnt[%s]:%s", table[i].key, sl->tmp);
     }
@@ -586,15 +850,25 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   inh[1].fd = sl->out[1];
   inh[2].fd = sl->err[1];
 
+  /* CRIU opens the directory through /proc/<our pid>/fd/<fd> */
+  imgfd = open (req->image_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (imgfd < 0)
+    {
+      free_strs (ext, next);
+      for (int i = 0; i < 3; i++)
+        free (inh[i].key);
+      slot_discard (sl);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "open the image `%s`: %s", req->image_dir, strerror (errno));
+      return;
+    }
   rq.type = CRIU_REQ_TYPE__RESTORE;
   rq.opts = &o;
-  o.images_dir_fd = -1;
-  o.images_dir = req->image_dir;
+  o.images_dir_fd = imgfd;
   o.has_work_dir_fd = 1;
   o.work_dir_fd = sl->work_fd;
   o.log_file = (char *) "restore.log";
   o.has_log_level = 1;
-  o.log_level = 1;
+  o.log_level = 2;
   o.has_rst_sibling = 1;
   o.rst_sibling = 1;
   o.root = skel;
@@ -610,50 +884,56 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   o.external = ext;
 
   t = flint_now_ns ();
-  if (flint_criu_call (&sl->criu, &rq, &resp, &err) < 0 || !resp->success || !resp->restore || resp->restore->pid <= 0)
+  if (fault (s, "snapshot-restore"))
+    r = flint_error_set (&err, FLINT_EINTERNAL, "fault injected (FLINT_FAULT=snapshot-restore)");
+  else
+    r = flint_criu_call (&sl->criu, &rq, &resp, &err);
+  free_strs (ext, next);
+  for (int i = 0; i < 3; i++)
+    free (inh[i].key);
+  if (r < 0 || !resp->success || !resp->restore || resp->restore->pid <= 0)
     {
       snprintf (logp, sizeof logp, "%s/work/restore.log", sl->dir);
       log_errors (logp, errs, sizeof errs);
-      if (resp)
-        snprintf (msg, sizeof msg, "criu restore failed: %s", errs[0] ? errs : (resp->cr_errmsg ? resp->cr_errmsg : "see restore.log"));
-      else
-        snprintf (msg, sizeof msg, "criu restore: %s", err.msg);
+      if (r == 0)
+        snprintf (err.msg, sizeof err.msg, "%s", errs[0] ? errs : (resp->cr_errmsg ? resp->cr_errmsg : "no reason in restore.log"));
       if (resp)
         criu_resp__free_unpacked (resp, NULL);
-      slot_release (sl, true);
-      flint_sandbox_kill (sl->sb);
-      flint_sandbox_finish (sl->sb, 0, NULL);
-      sl->sb = NULL;
-      free_strs (ext, next);
-      for (int i = 0; i < 3; i++)
-        free (inh[i].key);
-      reply_restored (s, req->replica_id, false, msg, 0, NULL, NULL, 0, NULL, 0);
-      refill (s);
+      /* whatever CRIU created dies with the slot's cgroup */
+      slot_discard (sl);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "criu restore failed: %s", err.msg);
       return;
     }
   ph[2] = (double) (flint_now_ns () - t) / 1e6;
   pid = resp->restore->pid;
   criu_resp__free_unpacked (resp, NULL);
-  free_strs (ext, next);
-  for (int i = 0; i < 3; i++)
-    free (inh[i].key);
 
-  if (loopback_up_in (s, pid) < 0)
-    flint_warn ("replica %s: loopback stays down: %s", req->replica_id, strerror (errno));
   flint_sandbox_set_id (sl->sb, req->replica_id);
   flint_sandbox_adopt (sl->sb, pid);
   flint_supervisor_adopt (&s->sv, sl->sb);
-  if (req->frozen && flint_sandbox_freeze (sl->sb, true) < 0)
-    flint_warn ("replica %s: cannot park it frozen", req->replica_id);
+  if ((r = loopback_up_in (s, pid)) < 0)
+    flint_warn ("replica %s: its loopback interface stays down: %s", req->replica_id, strerror (-r));
+  if (flint_sandbox_set_limits (sl->sb, &spec, &err) < 0)
+    flint_warn ("replica %s: %s", req->replica_id, err.msg);
+  if (dev->restore (pid, &err) < 0)
+    {
+      /* the process exists but is unusable: flintd hears of it through Exited */
+      flint_sandbox_kill (sl->sb);
+      sl->sb = NULL;
+      slot_release (sl, false);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "%s restore of the device state: %s", dev->name, err.msg);
+      return;
+    }
+  if (req->frozen && (r = flint_sandbox_freeze (sl->sb, true)) < 0)
+    flint_warn ("replica %s: cannot park it frozen: %s", req->replica_id, strerror (-r));
   sl->sb = NULL;
   ph[3] = (double) (flint_now_ns () - t0) / 1e6;
   fds[0] = sl->chan[0];
   fds[1] = sl->out[0];
   fds[2] = sl->err[0];
-  reply_restored (s, req->replica_id, true, NULL, pid, ph, names, 4, fds, 3);
+  reply_restored (s, req->replica_id, FLINT_OK, NULL, pid, ph, names, 4, fds, 3);
   /* the slot's ends are the replica's now (or flintd's): close ours, let criu exit */
   slot_release (sl, false);
-  refill (s);
 }
 
 static void
@@ -669,12 +949,117 @@ handle (flint_supervisor_t *sv, node_frame_t *f, int *fds, size_t nfds, void *da
     handle_restore (s, f->restore);
 }
 
-static int
+/* ---- start-up ---------------------------------------------------------------------------- */
+
+static bool
 version_ok (const char *v)
 {
   int maj = 0, min = 0;
   sscanf (v, "%d.%d", &maj, &min);
   return maj > 4 || (maj == 4 && min >= 1);
+}
+
+/* `criu check`'s basic part over RPC: the kernel has what checkpoint/restore needs. */
+static int
+criu_check (snap_t *s, const char *dir, flint_error_t *err)
+{
+  flint_criu_t c = { -1, -1 };
+  CriuReq req = CRIU_REQ__INIT;
+  CriuOpts o = CRIU_OPTS__INIT;
+  CriuResp *resp = NULL;
+  int r;
+
+  _cleanup_close_ int dirfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (dirfd < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "open `%s`", dir);
+  req.type = CRIU_REQ_TYPE__CHECK;
+  req.opts = &o;
+  o.images_dir_fd = dirfd;
+  o.log_file = (char *) "check.log";
+  o.has_log_level = 1;
+  o.log_level = 1;
+  if (flint_criu_spawn (s->opts.criu, &dirfd, 1, NULL, NULL, &c, err) < 0)
+    return -1;
+  r = flint_criu_call (&c, &req, &resp, err);
+  flint_criu_close (&c, false);
+  if (r < 0)
+    return -1;
+  r = resp->success ? 0 : -1;
+  criu_resp__free_unpacked (resp, NULL);
+  if (r < 0)
+    return flint_error_set (err, FLINT_EPRECONDITION,
+                            "`criu check` fails: this kernel lacks features checkpoint/restore needs (run `%s check` "
+                            "for details)",
+                            s->opts.criu);
+  return 0;
+}
+
+/* Where CRIU keeps its kernel feature cache (compiled into criu by scripts/build-criu: the first
+ * of /run and /dev/shm that is a tmpfs). Empty when it keeps none: every call then re-probes. */
+static void
+find_kdat (snap_t *s)
+{
+  static const char *const dirs[] = { "/run", "/dev/shm" };
+  struct statfs sfs;
+
+  s->kdat[0] = '\0';
+  for (size_t i = 0; i < FLINT_ARRAY_SIZE (dirs); i++)
+    {
+      char p[64];
+      snprintf (p, sizeof p, "%s/criu.kdat", dirs[i]);
+      if (access (p, F_OK) == 0 && statfs (dirs[i], &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+        {
+          snprintf (s->kdat, sizeof s->kdat, "%s", p);
+          return;
+        }
+    }
+}
+
+/* The private mount namespace and the staging tmpfs (see the file comment). */
+static int
+setup_mounts (snap_t *s, flint_error_t *err)
+{
+  s->host_mntns = open ("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  if (s->host_mntns < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "open our mount namespace");
+  if (flint_mkdir_p (s->opts.stage_dir, 0711) < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "create `%s`", s->opts.stage_dir);
+  if (unshare (CLONE_NEWNS) < 0 || mount (NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "a private mount namespace");
+  if (mount ("flint-stage", s->opts.stage_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=1m") < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "mount the staging tmpfs at `%s`", s->opts.stage_dir);
+  if (!reachable_by_anyone (s->opts.stage_dir))
+    return flint_error_set (err, FLINT_EPRECONDITION,
+                            "`%s` is below a directory other users cannot traverse: CRIU could not reach the mount "
+                            "sources staged there",
+                            s->opts.stage_dir);
+  return 0;
+}
+
+static void
+send_status (snap_t *s, bool ok, const char *message)
+{
+  Flint__Node__V1__HelperStatus st = FLINT__NODE__V1__HELPER_STATUS__INIT;
+  Flint__Node__V1__NodeFrame f = FLINT__NODE__V1__NODE_FRAME__INIT;
+  Flint__Node__V1__HelperStatus__InfoEntry e[4], *ep[4];
+  const char *k[4] = { "criu", "kernel", "kdat", "criu_path" };
+  const char *v[4] = { s->criu_version, s->kernel, s->kdat, s->opts.criu };
+
+  for (int i = 0; i < 4; i++)
+    {
+      flint__node__v1__helper_status__info_entry__init (&e[i]);
+      e[i].key = (char *) k[i];
+      e[i].value = (char *) v[i];
+      ep[i] = &e[i];
+    }
+  st.ok = ok;
+  st.message = (char *) message;
+  st.n_info = 4;
+  st.info = ep;
+  f.msg_case = FLINT__NODE__V1__NODE_FRAME__MSG_STATUS;
+  f.status = &st;
+  flint_supervisor_send (&s->sv, &f, NULL, 0);
 }
 
 int
@@ -684,7 +1069,7 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
   flint_error_t err = FLINT_ERROR_INIT;
   flint_sandbox_options_t so = { .isolate = true, .userns = opts->userns, .uid_base = 100000, .uid = 65534,
                                  .gid = 65534 };
-  char sbdir[PATH_MAX], status[512];
+  char sbdir[PATH_MAX], status[1024], dir[PATH_MAX];
   struct utsname un;
   int sfd, r;
 
@@ -692,7 +1077,11 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
   s.opts = *opts;
   s.sv.sock = sock;
   s.sv.handle = handle;
+  s.sv.idle = refill_cb;
   s.sv.data = &s;
+  s.host_mntns = -1;
+  if (getenv ("FLINT_FAULT"))
+    snprintf (s.fault, sizeof s.fault, "%s", getenv ("FLINT_FAULT"));
   signal (SIGPIPE, SIG_IGN);
   sfd = flint_supervisor_sigchld_fd ();
   s.own_netns = open ("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -703,12 +1092,39 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
     }
   uname (&un);
   snprintf (s.kernel, sizeof s.kernel, "%s", un.release);
-  if (flint_criu_version (opts->criu, s.criu_version, sizeof s.criu_version, &err) < 0 || !version_ok (s.criu_version))
+  if (access (opts->criu, X_OK) < 0)
     {
       snprintf (status, sizeof status,
-                "CRIU >= 4.1 is needed for snapshots (%s%s): run scripts/build-criu; endpoints start cold",
-                err.msg[0] ? err.msg : "found version ", err.msg[0] ? "" : s.criu_version);
-      flint_supervisor_status (&s.sv, false, status);
+                "CRIU is not installed (no `%s`): snapshots need CRIU >= 4.1 (run scripts/build-criu)", opts->criu);
+      send_status (&s, false, status);
+      return 1;
+    }
+  if (flint_criu_version (opts->criu, s.criu_version, sizeof s.criu_version, &err) < 0)
+    {
+      snprintf (status, sizeof status, "CRIU at `%s` does not answer: %s (run scripts/build-criu)", opts->criu,
+                err.msg);
+      send_status (&s, false, status);
+      return 1;
+    }
+  if (!version_ok (s.criu_version))
+    {
+      snprintf (status, sizeof status, "CRIU %s at `%s` is too old: snapshots need CRIU >= 4.1 (run scripts/build-criu)",
+                s.criu_version, opts->criu);
+      send_status (&s, false, status);
+      return 1;
+    }
+  snprintf (dir, sizeof dir, "%s/snapshotter", opts->run_dir);
+  flint_rm_rf (dir); /* slots of an earlier run */
+  flint_mkdir_p (dir, 0700);
+  if (criu_check (&s, dir, &err) < 0)
+    {
+      send_status (&s, false, err.msg);
+      return 1;
+    }
+  find_kdat (&s);
+  if (setup_mounts (&s, &err) < 0)
+    {
+      send_status (&s, false, err.msg);
       return 1;
     }
   snprintf (sbdir, sizeof sbdir, "%s/sandbox", opts->run_dir);
@@ -717,28 +1133,31 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
   r = flint_sandbox_node_new (&so, &s.sv.node, &err);
   if (r < 0)
     {
-      flint_supervisor_status (&s.sv, false, err.msg);
+      send_status (&s, false, err.msg);
       return 1;
     }
   flint_sandbox_node_cleanup_stale (s.sv.node);
-  {
-    char dir[PATH_MAX];
-    snprintf (dir, sizeof dir, "%s/snapshotter", opts->run_dir);
-    flint_rm_rf (dir); /* slots of an earlier run */
-    flint_mkdir_p (dir, 0700);
-  }
-  refill (&s);
-  snprintf (status, sizeof status, "CRIU %s (%s), %u restore slots, kernel %s", s.criu_version, opts->criu,
-            opts->slots, s.kernel);
-  flint_supervisor_status (&s.sv, true, status);
+  for (unsigned i = 0; i < opts->slots && i < MAX_SLOTS; i++)
+    if (slot_prepare (&s, &s.slots[i], &err) < 0)
+      {
+        snprintf (status, sizeof status, "cannot prepare a restore slot: %s", err.msg);
+        send_status (&s, false, status);
+        flint_sandbox_node_free (s.sv.node);
+        return 1;
+      }
+  snprintf (status, sizeof status, "CRIU %s (%s), kernel %s, %u restore slots, kernel feature cache %s", s.criu_version,
+            opts->criu, s.kernel, opts->slots,
+            s.kdat[0] ? s.kdat : "none (CRIU keeps it only on a tmpfs: each call re-probes the kernel)");
+  send_status (&s, true, status);
   r = flint_supervisor_run (&s.sv, sfd);
   for (unsigned i = 0; i < MAX_SLOTS; i++)
     if (s.slots[i].ready)
-      {
-        slot_release (&s.slots[i], true);
-        if (s.slots[i].sb)
-          flint_sandbox_finish (s.slots[i].sb, 0, NULL);
-      }
+      slot_discard (&s.slots[i]);
+  /* reap the slots' criu processes, so the cgroups can go */
+  while (waitpid (-1, NULL, WNOHANG) > 0)
+    ;
+  flint_rm_rf (dir);
+  flint_sandbox_node_remove_parent (s.sv.node);
   flint_sandbox_node_free (s.sv.node);
   flint_map_free (&s.sv.by_id);
   flint_map_free (&s.sv.by_pid);

@@ -22,9 +22,22 @@ def cgroup_dirs(tag_glob="flint-*"):
     return out
 
 
-def worker_processes():
+def worker_processes(tag=None):
+    """Worker processes, of the flintd whose cgroup parent is `tag` when given (other tests run
+    their own flintd in parallel)."""
     p = subprocess.run(["pgrep", "-f", "/.flint/worker"], capture_output=True, text=True)
-    return [int(x) for x in p.stdout.split()]
+    pids = [int(x) for x in p.stdout.split()]
+    if tag is None:
+        return pids
+    mine = []
+    for pid in pids:
+        try:
+            with open("/proc/%d/cgroup" % pid) as f:
+                if "/" + tag + "/" in f.read():
+                    mine.append(pid)
+        except OSError:
+            pass
+    return mine
 
 
 class Escape(FlintTestCase):
@@ -184,12 +197,12 @@ class Leftovers(FlintTestCase):
                     del os.environ["FLINT_FAULT"]
                 try:
                     tag = "flint-" + __import__("hashlib").sha256(g.state.encode()).hexdigest()[:12]
-                    before = set(worker_processes())
+                    before = set(worker_processes(tag))
                     p = g.cli("deploy", build_path("examples", "echo"), check=False)
                     self.assertNotEqual(p.returncode, 0)
                     self.assertIn(b"failed to start", p.stderr)
                     g.wait_for(lambda: len(cgroup_dirs(tag)) == 0, what="no cgroup left")
-                    self.assertEqual(set(worker_processes()) - before, set())
+                    self.assertEqual(set(worker_processes(tag)) - before, set())
                     self.assertEqual(self.mounts_under(g.run + "/sandbox"), [])
                 finally:
                     g.cleanup()
