@@ -994,10 +994,12 @@ on_restored (flint_daemon_t *d, flint_helper_t *h, const Flint__Node__V1__Restor
       double val = rs->phases_ms[i]->value;
       if (strcmp (k, "criu") == 0)
         r->phases_ms[FLINT_RPHASE_RESTORE] = val;
+      else if (strcmp (k, "cuda") == 0)
+        r->phases_ms[FLINT_RPHASE_CUDA] = val;
       else if (strcmp (k, "total") == 0)
         r->phases_ms[FLINT_RPHASE_SANDBOX] += val;
     }
-  r->phases_ms[FLINT_RPHASE_SANDBOX] -= r->phases_ms[FLINT_RPHASE_RESTORE];
+  r->phases_ms[FLINT_RPHASE_SANDBOX] -= r->phases_ms[FLINT_RPHASE_RESTORE] + r->phases_ms[FLINT_RPHASE_CUDA];
   if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0)
     {
       for (int i = 0; i < 3; i++)
@@ -1116,6 +1118,7 @@ unpark (flint_endpoint_t *ep)
       r->tier = FLINT_TIER_PARKED;
       r->started_ns = flint_now_ns ();
       memset (r->phases_ms, 0, sizeof r->phases_ms);
+      r->first_output_ns = 0;
       flint__replica_count_starting (r);
       flint__replica_arm_startup_timer (r, restore_timeout (ep));
       if (!flint__fault (r->d, "snapshot-thaw"))

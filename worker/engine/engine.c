@@ -304,6 +304,9 @@ flint_engine_before_checkpoint (flint_engine_t *e, flint_error_t *err)
   /* the scheduler is idle (no active request) and stays so while `checkpointed` is set */
   t0 = flint_now_ns ();
   e->checkpointed = true;
+  memset (&e->restore_stats, 0, sizeof e->restore_stats);
+  if (e->opt.checkpoint_keeps_weights)
+    goto out;
   be->ops->kv_free (be, e->kv);
   e->kv = NULL;
   if (e->draft_kv)
@@ -312,7 +315,6 @@ flint_engine_before_checkpoint (flint_engine_t *e, flint_error_t *err)
   if (be->ops->weights_release (be, e->model->wset, err) < 0
       || (e->draft && be->ops->weights_release (be, e->draft->wset, err) < 0))
     r = -1;
-  memset (&e->restore_stats, 0, sizeof e->restore_stats);
   e->restore_stats.release_ms = (double) (flint_now_ns () - t0) / 1e6;
 out:
   pthread_mutex_unlock (&e->lock);
@@ -331,6 +333,14 @@ flint_engine_after_restore (flint_engine_t *e, flint_error_t *err)
   pthread_mutex_lock (&e->lock);
   if (!e->checkpointed)
     {
+      r = 0;
+      goto out;
+    }
+  if (e->opt.checkpoint_keeps_weights)
+    {
+      /* nothing was set aside: the device state came back whole with the process */
+      e->checkpointed = false;
+      pthread_cond_broadcast (&e->work);
       r = 0;
       goto out;
     }

@@ -47,6 +47,9 @@ typedef struct flint_engine_options_s {
   uint32_t spec_tokens;         /* draft tokens proposed per step; 0 = 4 */
   uint32_t prefill_chunk;       /* prompt tokens per step, all requests together; 0 = 256 */
   const char *chat_template;    /* "chatml", "llama3", "mistral", "llama2", "none"; NULL = from the model */
+  bool checkpoint_keeps_weights; /* the checkpoint hooks leave weights and KV caches on the device (a
+                                   checkpoint then carries them: the baseline of the GPU cold-start
+                                   benchmark); false = set them aside (issue 7) */
 } flint_engine_options_t;
 
 /* Opens the engine. Returns 0, or -1 with FLINT_EPRECONDITION and a message naming the file and
