@@ -495,11 +495,15 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
           break; /* cancelled or timed out meanwhile */
         if (r->first_output_ns == 0)
           {
-            /* scale from zero to first token: the replica's start to its first output */
+            /* scale from zero to first token: the replica's start to its first output, for a
+             * request that waited for this replica to start (not one that found it warm) */
             r->first_output_ns = flint_now_ns ();
-            r->phases_ms[FLINT_RPHASE_FIRST_TOKEN] = (double) (r->first_output_ns - r->started_ns) / 1e6;
-            flint_hist_observe (&r->ep->metrics.phases[r->tier][FLINT_PHASE_FIRST_TOKEN],
-                                r->phases_ms[FLINT_RPHASE_FIRST_TOKEN]);
+            if (req->arrived_ns <= r->ready_ns)
+              {
+                r->phases_ms[FLINT_RPHASE_FIRST_TOKEN] = (double) (r->first_output_ns - r->started_ns) / 1e6;
+                flint_hist_observe (&r->ep->metrics.phases[r->tier][FLINT_PHASE_FIRST_TOKEN],
+                                    r->phases_ms[FLINT_RPHASE_FIRST_TOKEN]);
+              }
           }
         if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_CHUNK)
           {

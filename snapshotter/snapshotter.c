@@ -934,7 +934,8 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   fds[0] = sl->chan[0];
   fds[1] = sl->out[0];
   fds[2] = sl->err[0];
-  reply_restored (s, req->replica_id, FLINT_OK, NULL, pid, ph, names, 5, fds, 3);
+  /* "cuda" only for devices that have a restore step of their own */
+  reply_restored (s, req->replica_id, FLINT_OK, NULL, pid, ph, names, dev == &flint_devckpt_none ? 4 : 5, fds, 3);
   /* the slot's ends are the replica's now (or flintd's): close ours, let criu exit */
   slot_release (sl, false);
 }
