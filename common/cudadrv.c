@@ -53,19 +53,33 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
   X (cuCheckpointProcessGetState)                                                                      \
   X (cuCheckpointProcessGetRestoreThreadId)
 
+/* Where drivers put libcuda when the loader's cache does not list it (containers that mount
+ * the driver, as the NVIDIA container toolkit does, under /usr/local/nvidia). */
+static const char *const fallback_paths[] = {
+  "/usr/local/nvidia/lib64/libcuda.so.1",
+  "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+  "/usr/lib64/libcuda.so.1",
+};
+
 static void
 load_once (void)
 {
   const char *path = getenv ("FLINT_LIBCUDA");
+  char first[512];
   void *lib;
   CUresult r;
 
   if (path == NULL || path[0] == '\0')
     path = "libcuda.so.1";
   lib = dlopen (path, RTLD_NOW | RTLD_GLOBAL);
+  snprintf (first, sizeof first, "%s", lib ? "" : dlerror ());
+  for (size_t i = 0; lib == NULL && getenv ("FLINT_LIBCUDA") == NULL && i < sizeof fallback_paths / sizeof fallback_paths[0];
+       i++)
+    if ((lib = dlopen (fallback_paths[i], RTLD_NOW | RTLD_GLOBAL)) != NULL)
+      path = fallback_paths[i];
   if (lib == NULL)
     {
-      flint_error_set (&load_err, FLINT_EPRECONDITION, "no NVIDIA driver: %s", dlerror ());
+      flint_error_set (&load_err, FLINT_EPRECONDITION, "no NVIDIA driver: %s", first);
       return;
     }
   /* dlsym returns void *; the table's types are cuda.h's prototypes */

@@ -602,7 +602,8 @@ startup_timeout_cb (uv_timer_t *t)
 static char **
 build_env (flint_replica_t *r, size_t *n_out, flint_error_t *err)
 {
-  static const char *const pass[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" };
+  /* FLINT_LIBCUDA: where this node's NVIDIA driver library is, when not in the loader's cache */
+  static const char *const pass[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "FLINT_LIBCUDA" };
   char **env = calloc (16, sizeof *env);
   size_t n = 0;
 

@@ -47,6 +47,7 @@
 
 #define CHECKPOINT_TIMEOUT_MS 120000  /* hooks + CRIU dump of the deploy's first replica */
 #define RESTORE_TIMEOUT_MS 10000      /* Restore sent → canary passed (capped by startup_timeout) */
+#define RESTORE_MS_PER_GIB 4000       /* more per GiB of image */
 #define MAX_RESTORE_FAILURES 3        /* consecutive, per version: then the image tier is skipped */
 
 typedef Flint__Node__V1__NodeFrame node_frame_t;
@@ -782,10 +783,15 @@ send_freeze (flint_replica_t *r, bool frozen)
     flint__helper_send (r->owner, &f.base, NULL, 0);
 }
 
+/* RESTORE_TIMEOUT_MS, plus time for large images (a GPU worker checkpointed with its weights
+ * inside: CRIU reads every page), capped by the endpoint's startup_timeout. */
 static uint64_t
 restore_timeout (const flint_endpoint_t *ep)
 {
-  return ep->scale.startup_timeout_ms < RESTORE_TIMEOUT_MS ? ep->scale.startup_timeout_ms : RESTORE_TIMEOUT_MS;
+  uint64_t t = RESTORE_TIMEOUT_MS;
+  if (ep->current)
+    t += ep->current->snap.size_bytes / (1u << 30) * RESTORE_MS_PER_GIB;
+  return ep->scale.startup_timeout_ms < t ? ep->scale.startup_timeout_ms : t;
 }
 
 static void

@@ -58,8 +58,8 @@ typedef struct flint_cudadrv_s {
 
 #undef FLINT_CUDADRV_FN
 
-/* Loads libcuda.so.1 (or the file named by FLINT_LIBCUDA, for tests) and calls cuInit(0), once
- * per process; later calls return the same table. Returns the table, or NULL with `err`
+/* Loads libcuda.so.1 (or the file named by FLINT_LIBCUDA; without it, also the usual driver
+ * directories the loader's cache may not list) and calls cuInit(0), once per process; later calls return the same table. Returns the table, or NULL with `err`
  * (FLINT_EPRECONDITION) saying why no GPU can be used: no driver library ("libcuda.so.1: cannot
  * open shared object file"), a driver without an entry point flint needs, or cuInit's error
  * ("CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected"). Thread-safe. The table is

@@ -3,6 +3,8 @@
  *
  *   bench-engine-gpu MODEL_DIR [--decode N] [--prompt N] [--batch B] [--copy-mib M] [--header]
  *   bench-engine-gpu --probe          exit 0 when a GPU answers, else say why and exit 77
+ *   bench-engine-gpu --h2d MIB        pinned host -> device copy rate of MIB MiB, median of 7,
+ *                                     printed as `h2d_gbs <GB/s>` (tests/bench/gpu-coldstart)
  *
  * Baseline: a device-to-device copy of M MiB (default 4096, far past the L2), timed with CUDA
  * events, median of 10 after 3 warm-ups; its rate R counts bytes read plus bytes written, and
@@ -81,6 +83,38 @@ d2d_rate (void)
   cudaFree (a);
   cudaFree (b);
   return 2.0 * (double) len / median (t, 10);
+}
+
+/* Bytes per second of a pinned host -> device copy of `mib` MiB, median of 7 after a warm-up. */
+static double
+h2d_rate (size_t mib)
+{
+  size_t len = mib << 20;
+  void *h = NULL, *d = NULL;
+  cudaEvent_t e0, e1;
+  double t[7];
+
+  if (cudaHostAlloc (&h, len, cudaHostAllocDefault) != cudaSuccess || cudaMalloc (&d, len) != cudaSuccess)
+    return 0;
+  memset (h, 3, len);
+  cudaEventCreate (&e0);
+  cudaEventCreate (&e1);
+  for (int i = 0; i < 8; i++)
+    {
+      float ms = 0;
+      cudaEventRecord (e0, 0);
+      cudaMemcpyAsync (d, h, len, cudaMemcpyHostToDevice, 0);
+      cudaEventRecord (e1, 0);
+      cudaEventSynchronize (e1);
+      cudaEventElapsedTime (&ms, e0, e1);
+      if (i > 0)
+        t[i - 1] = ms / 1e3;
+    }
+  cudaEventDestroy (e0);
+  cudaEventDestroy (e1);
+  cudaFreeHost (h);
+  cudaFree (d);
+  return (double) len / median (t, 7);
 }
 
 typedef struct run_s {
@@ -188,6 +222,7 @@ main (int argc, char **argv)
   run_t r = { 0 };
   double copy, roof, dec1, decb, pre_exact, pre_cublas, seg[5];
   bool header = false, probe_only = false;
+  size_t h2d_mib = 0;
 
   for (int i = 1; i < argc; i++)
     {
@@ -203,6 +238,8 @@ main (int argc, char **argv)
         header = true;
       else if (strcmp (argv[i], "--probe") == 0)
         probe_only = true;
+      else if (strcmp (argv[i], "--h2d") == 0 && i + 1 < argc)
+        h2d_mib = (size_t) atoi (argv[++i]);
       else if (argv[i][0] != '-' && dir == NULL)
         dir = argv[i];
       else
@@ -212,12 +249,18 @@ main (int argc, char **argv)
           return 2;
         }
     }
-  if ((dir == NULL && !probe_only) || batch == 0 || batch > 256 || n_prompt == 0 || n_decode < 5)
+  if ((dir == NULL && !probe_only && !h2d_mib) || batch == 0 || batch > 256 || n_prompt == 0 || n_decode < 5)
     return 2;
   if (flint__backend_open ("cuda", NULL, &probe, &err) < 0)
     {
       printf ("skipped: no GPU (%s)\n", err.msg);
       return 77;
+    }
+  if (h2d_mib)
+    {
+      printf ("h2d_gbs %.2f\n", h2d_rate (h2d_mib) / 1e9);
+      probe->ops->close (probe);
+      return 0;
     }
   if (probe_only)
     {
