@@ -64,7 +64,7 @@ def gpu_status():
     """None when a GPU answers, else the reason."""
     d = tempfile.mkdtemp(prefix="flint-gpu-probe-")
     try:
-        subprocess.run([MAKE, os.path.join(d, "m")], check=True, capture_output=True)
+        subprocess.run([sys.executable, MAKE, os.path.join(d, "m")], check=True, capture_output=True)
         out = tool("--backend", "cuda", "open", os.path.join(d, "m"), check=False).strip()
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -79,7 +79,8 @@ class Gpu(unittest.TestCase):
 
         def make(name, *args):
             d = os.path.join(cls.tmp, name)
-            subprocess.run([MAKE, d] + list(args), check=True, capture_output=True)
+            # this interpreter (it has numpy), not the script's #! (a GPU machine's may not)
+            subprocess.run([sys.executable, MAKE, d] + list(args), check=True, capture_output=True)
             cls.models[name] = d
 
         make("llama", "--family", "llama", "--dtype", "bf16", "--draft", os.path.join(cls.tmp, "llama-draft"),

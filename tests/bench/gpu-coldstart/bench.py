@@ -207,11 +207,12 @@ def main():
     for s in args.sizes.split(","):
         d = os.path.join(args.models, ("dry-" if args.dry_run_cpu else "model-") + s)
         if args.dry_run_cpu and not os.path.exists(os.path.join(d, "model.safetensors")):
-            subprocess.run([os.path.join(ROOT, "scripts", "make-tiny-model"), d], check=True, stdout=sys.stderr)
+            subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make-tiny-model"), d], check=True,
+                           stdout=sys.stderr)
         elif not os.path.exists(os.path.join(d, "model.safetensors")):
             log("generating the %s model in %s ..." % (s, d))
-            subprocess.run([os.path.join(ROOT, "scripts", "make-bench-model"), d, "--size", s], check=True,
-                           stdout=sys.stderr)
+            subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make-bench-model"), d, "--size", s],
+                           check=True, stdout=sys.stderr)
         models[s] = (d, os.path.getsize(os.path.join(d, "model.safetensors")))
 
     load0 = os.getloadavg()
