@@ -662,6 +662,22 @@ weights_unmap (cuda_backend_t *c, struct flint_bweights_s *s)
   s->mapped = false;
 }
 
+/* After a CUDA restore the driver brings back the process's allocations at their addresses; if
+ * a reservation with nothing mapped in it did not come back with them, ask for the same range
+ * again (the address is a hint the driver honours when the range is free). True when the range
+ * is ours again at the same address: every pointer into it stays valid. */
+static bool
+reserve_again (cuda_backend_t *c, struct flint_bweights_s *s)
+{
+  CUdeviceptr p = 0;
+  if (c->drv->cuMemAddressReserve (&p, s->reserved, c->granularity, s->base, 0) != CUDA_SUCCESS)
+    return false;
+  if (p == s->base)
+    return true;
+  c->drv->cuMemAddressFree (p, s->reserved);
+  return false;
+}
+
 static int
 weights_map (cuda_backend_t *c, struct flint_bweights_s *s, flint_error_t *err)
 {
@@ -683,6 +699,8 @@ weights_map (cuda_backend_t *c, struct flint_bweights_s *s, flint_error_t *err)
           return drv_error (c, err, "cuMemCreate of a weight chunk", r);
         }
       r = c->drv->cuMemMap (s->base + off, len, 0, s->h[i], 0);
+      if (r != CUDA_SUCCESS && i == 0 && reserve_again (c, s))
+        r = c->drv->cuMemMap (s->base + off, len, 0, s->h[i], 0);
       if (r != CUDA_SUCCESS)
         {
           c->drv->cuMemRelease (s->h[i]);
