@@ -454,16 +454,21 @@ attn_task (void *arg, uint32_t task, uint32_t thread)
   float *s = j->c->scores[thread];
   float mx = -INFINITY, sum = 0;
 
+  /* scores: the SIMD tiles, four positions at a time (the same arithmetic per position) */
+  for (uint32_t t = start; t <= pos;)
+    {
+      const void *ws[4];
+      uint32_t nw = pos + 1 - t >= 4 ? 4 : 1;
+      for (uint32_t c = 0; c < nw; c++)
+        ws[c] = kv_at (j->kv, j->layer, 0, slot, t + c) + (size_t) kvh * hd;
+      j->c->k->tile (&q, 1, ws, nw, FLINT_DTYPE_F32, hd, s + (t - start), 1);
+      t += nw;
+    }
   for (uint32_t t = start; t <= pos; t++)
     {
-      const float *kr = kv_at (j->kv, j->layer, 0, slot, t) + (size_t) kvh * hd;
-      float d = 0;
-      for (uint32_t e = 0; e < hd; e++)
-        d += q[e] * kr[e];
-      d *= p->scale;
-      s[t - start] = d;
-      if (d > mx)
-        mx = d;
+      s[t - start] *= p->scale;
+      if (s[t - start] > mx)
+        mx = s[t - start];
     }
   for (uint32_t t = start; t <= pos; t++)
     {
@@ -501,12 +506,30 @@ cpu_attention (flint_backend_t *be, float *out, const float *q, const float *k, 
   }
 }
 
+typedef struct silu_job_s {
+  float *out;
+  const float *g, *u;
+  size_t n;
+} silu_job_t;
+
+#define SILU_CHUNK 8192
+
+static void
+silu_task (void *arg, uint32_t task, uint32_t thread)
+{
+  const silu_job_t *j = arg;
+  size_t a = (size_t) task * SILU_CHUNK, b = a + SILU_CHUNK < j->n ? a + SILU_CHUNK : j->n;
+  (void) thread;
+  for (size_t i = a; i < b; i++)
+    j->out[i] = j->g[i] / (1.0f + expf (-j->g[i])) * j->u[i];
+}
+
 static void
 cpu_silu_mul (flint_backend_t *be, float *out, const float *g, const float *u, size_t n)
 {
-  (void) be;
-  for (size_t i = 0; i < n; i++)
-    out[i] = g[i] / (1.0f + expf (-g[i])) * u[i];
+  silu_job_t j = { out, g, u, n };
+  /* an exp per element: worth the threads for prompt chunks */
+  run_tasks (CPU (be), silu_task, &j, (uint32_t) ((n + SILU_CHUNK - 1) / SILU_CHUNK), (uint64_t) n * 16);
 }
 
 static void

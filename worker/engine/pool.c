@@ -1,10 +1,14 @@
 /* The CPU backend's thread pool. See pool.h.
  *
- * Protocol: the caller publishes (fn, arg, n), resets `next` and `pending`, then bumps `gen`.
- * Workers notice the new generation (spinning, then on the condition variable), claim tasks
- * with an atomic increment of `next`, and decrement `pending` when they leave the job. The
- * caller also claims tasks, then waits for `pending` to reach zero, which also guarantees no
- * worker still looks at the job when the next one is published. */
+ * Protocol: a job is published as one 64-bit word, generation << 32 | next task, after its
+ * descriptor (fn, arg, n) was written to the slot of that generation's parity. Anyone (workers
+ * and the caller) claims a task with a compare-and-swap on the word, which fails once the
+ * generation moved on, so a worker that looked at an old job can never run a task of it late;
+ * a claimed task is always run and counted in `done`. The caller returns when `done` reaches n.
+ *
+ * The caller never waits for a worker that claimed nothing: on a busy machine a preempted
+ * worker only costs the tasks it holds, instead of stalling every operation until it is
+ * scheduled again to acknowledge the job (the cost of a plain fork-join barrier). */
 #include "pool.h"
 
 #include <errno.h>
@@ -14,19 +18,22 @@
 
 #define SPIN_ITERS 20000
 
+typedef struct job_s {
+  flint_pool_fn fn;
+  void *arg;
+  uint32_t n;
+} job_t;
+
 struct flint_pool_s {
   uint32_t threads;
   pthread_t *tids;
   pthread_mutex_t lock;
-  pthread_cond_t wake;
-  pthread_cond_t idle;
-  /* the job */
-  flint_pool_fn fn;
-  void *arg;
-  uint32_t n;
-  uint32_t next;         /* atomic: next task to claim */
-  uint32_t pending;      /* atomic: workers still in the job */
-  uint64_t gen;          /* atomic: job generation */
+  pthread_cond_t wake;       /* a new generation */
+  pthread_cond_t idle;       /* done reached n */
+  job_t job[2];              /* by generation parity */
+  uint64_t word;             /* atomic: generation << 32 | next task */
+  uint32_t done;             /* atomic: tasks finished in the current job */
+  bool caller_waiting;       /* under lock: the caller sleeps on `idle` */
   bool stop;
 };
 
@@ -43,15 +50,32 @@ cpu_relax (void)
 #endif
 }
 
+/* Claims and runs tasks of generation `gen` until none is left. */
 static void
-work (flint_pool_t *p, uint32_t self)
+work (flint_pool_t *p, uint32_t gen, uint32_t self)
 {
   for (;;)
     {
-      uint32_t t = __atomic_fetch_add (&p->next, 1, __ATOMIC_ACQ_REL);
-      if (t >= p->n)
-        break;
-      p->fn (p->arg, t, self);
+      uint64_t w = __atomic_load_n (&p->word, __ATOMIC_ACQUIRE);
+      const job_t *j = &p->job[gen & 1];
+      uint32_t t = (uint32_t) w;
+      job_t mine;
+      /* the slot may already hold a later job of the same parity when this worker is late: its
+       * n is read atomically, and the claim below fails then */
+      if ((uint32_t) (w >> 32) != gen || t >= __atomic_load_n (&j->n, __ATOMIC_RELAXED))
+        return;
+      if (!__atomic_compare_exchange_n (&p->word, &w, w + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        continue;
+      /* claimed: the job cannot change before this task is counted done */
+      mine = *j;
+      mine.fn (mine.arg, t, self);
+      if (__atomic_add_fetch (&p->done, 1, __ATOMIC_ACQ_REL) == mine.n)
+        {
+          pthread_mutex_lock (&p->lock);
+          if (p->caller_waiting)
+            pthread_cond_signal (&p->idle);
+          pthread_mutex_unlock (&p->lock);
+        }
     }
 }
 
@@ -60,36 +84,29 @@ worker_main (void *arg)
 {
   worker_arg_t *wa = arg;
   flint_pool_t *p = wa->p;
-  uint32_t self = wa->index;
-  uint64_t seen = 0;
+  uint32_t self = wa->index, seen = 0;
 
   free (wa);
   for (;;)
     {
-      uint64_t g;
+      uint32_t gen;
       int spins = 0;
-      while ((g = __atomic_load_n (&p->gen, __ATOMIC_ACQUIRE)) == seen && spins < SPIN_ITERS)
+      while ((gen = (uint32_t) (__atomic_load_n (&p->word, __ATOMIC_ACQUIRE) >> 32)) == seen && spins < SPIN_ITERS)
         {
           cpu_relax ();
           spins++;
         }
-      if (g == seen)
+      if (gen == seen)
         {
           pthread_mutex_lock (&p->lock);
-          while ((g = __atomic_load_n (&p->gen, __ATOMIC_ACQUIRE)) == seen && !p->stop)
+          while ((gen = (uint32_t) (__atomic_load_n (&p->word, __ATOMIC_ACQUIRE) >> 32)) == seen && !p->stop)
             pthread_cond_wait (&p->wake, &p->lock);
           pthread_mutex_unlock (&p->lock);
+          if (gen == seen)
+            return NULL; /* stopping */
         }
-      if (__atomic_load_n (&p->gen, __ATOMIC_ACQUIRE) == seen)
-        return NULL; /* stopping */
-      seen = g;
-      work (p, self);
-      if (__atomic_sub_fetch (&p->pending, 1, __ATOMIC_ACQ_REL) == 0)
-        {
-          pthread_mutex_lock (&p->lock);
-          pthread_cond_signal (&p->idle);
-          pthread_mutex_unlock (&p->lock);
-        }
+      seen = gen;
+      work (p, gen, self);
     }
 }
 
@@ -161,6 +178,7 @@ flint__pool_threads (const flint_pool_t *p)
 void
 flint__pool_run (flint_pool_t *p, flint_pool_fn fn, void *arg, uint32_t n)
 {
+  uint32_t gen;
   int spins = 0;
 
   if (p->threads == 1 || n <= 1)
@@ -169,26 +187,31 @@ flint__pool_run (flint_pool_t *p, flint_pool_fn fn, void *arg, uint32_t n)
         fn (arg, t, 0);
       return;
     }
-  p->fn = fn;
-  p->arg = arg;
-  p->n = n;
-  __atomic_store_n (&p->next, 0, __ATOMIC_RELAXED);
-  __atomic_store_n (&p->pending, p->threads - 1, __ATOMIC_RELAXED);
+  /* The previous job is complete (done == n): nobody runs its tasks, and a worker still looking
+   * at it fails its claim once the word moves on. Generations alternate parity (wrapping from
+   * 0xffffffff to 0 included), so the slot written here is never the current job's. */
+  gen = (uint32_t) (__atomic_load_n (&p->word, __ATOMIC_ACQUIRE) >> 32) + 1;
+  p->job[gen & 1].fn = fn;
+  p->job[gen & 1].arg = arg;
+  __atomic_store_n (&p->job[gen & 1].n, n, __ATOMIC_RELAXED);
+  __atomic_store_n (&p->done, 0, __ATOMIC_RELAXED);
   pthread_mutex_lock (&p->lock);
-  __atomic_add_fetch (&p->gen, 1, __ATOMIC_RELEASE);
+  __atomic_store_n (&p->word, (uint64_t) gen << 32, __ATOMIC_RELEASE);
   pthread_cond_broadcast (&p->wake);
   pthread_mutex_unlock (&p->lock);
-  work (p, 0);
-  while (__atomic_load_n (&p->pending, __ATOMIC_ACQUIRE) != 0 && spins < SPIN_ITERS)
+  work (p, gen, 0);
+  while (__atomic_load_n (&p->done, __ATOMIC_ACQUIRE) != n && spins < SPIN_ITERS)
     {
       cpu_relax ();
       spins++;
     }
-  if (__atomic_load_n (&p->pending, __ATOMIC_ACQUIRE) != 0)
+  if (__atomic_load_n (&p->done, __ATOMIC_ACQUIRE) != n)
     {
       pthread_mutex_lock (&p->lock);
-      while (__atomic_load_n (&p->pending, __ATOMIC_ACQUIRE) != 0)
+      p->caller_waiting = true;
+      while (__atomic_load_n (&p->done, __ATOMIC_ACQUIRE) != n)
         pthread_cond_wait (&p->idle, &p->lock);
+      p->caller_waiting = false;
       pthread_mutex_unlock (&p->lock);
     }
 }

@@ -10,7 +10,8 @@
  * Rows: prefill (one forward pass over a P-token prompt, best of 2), batch-1 decode (N steps of
  * one token, greedy, through the model's forward pass; the best of three segments), batched
  * decode (B sequences, one token each per step; best of three), and batch-1 decode end to end
- * through the engine's scheduler (the JSON request path an invoke takes). */
+ * through the engine's scheduler (the JSON request path an invoke takes; the best of three
+ * requests). */
 #include "engine.h"
 #include "model.h"
 #include "flint/util.h"
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 static uint32_t threads, n_decode = 64, n_prompt = 128, batch = 8;
 static size_t copy_mib = 1024;
@@ -216,27 +218,35 @@ main (int argc, char **argv)
       decb = b > decb ? b : decb;
     }
 
-  /* end to end through the scheduler */
+  /* end to end through the scheduler: three requests, the best one */
   {
     flint_engine_options_t eo = { .model_dir = dir, .threads = threads, .max_seqs = 1,
                                   .context = n_prompt + n_decode + 8 };
     flint_engine_t *e;
-    flint_engine_req_t *q;
-    flint_engine_token_t tk;
+    uint32_t len = n_decode / 3 ? n_decode / 3 : 1;
     char payload[256];
-    uint64_t first = 0;
-    uint32_t got = 0;
 
     snprintf (payload, sizeof payload, "{\"prompt\": \"flint\", \"max_tokens\": %u, \"temperature\": 0, "
-                                       "\"ignore_eos\": true}", n_decode + 1);
-    if (flint_engine_open (&eo, &e, &err) < 0 || flint_engine_request_new (e, payload, strlen (payload), &q, &err) < 0
-        || flint_engine_submit (e, q, &err) < 0)
+                                       "\"ignore_eos\": true}", len + 1);
+    if (flint_engine_open (&eo, &e, &err) < 0)
       die (&err);
-    while (flint_engine_next (q, -1, &tk) == 1)
-      if (got++ == 0)
-        first = flint_now_ns ();
-    e2e = (got - 1) / ((double) (flint_now_ns () - first) / 1e9);
-    flint_engine_request_free (q);
+    e2e = 0;
+    for (int rep = 0; rep < 3; rep++)
+      {
+        flint_engine_req_t *q;
+        flint_engine_token_t tk;
+        uint64_t first = 0;
+        uint32_t got = 0;
+        double rate;
+        if (flint_engine_request_new (e, payload, strlen (payload), &q, &err) < 0 || flint_engine_submit (e, q, &err) < 0)
+          die (&err);
+        while (flint_engine_next (q, -1, &tk) == 1)
+          if (got++ == 0)
+            first = flint_now_ns ();
+        rate = (got - 1) / ((double) (flint_now_ns () - first) / 1e9);
+        e2e = rate > e2e ? rate : e2e;
+        flint_engine_request_free (q);
+      }
     flint_engine_free (e);
   }
 
@@ -253,6 +263,27 @@ main (int argc, char **argv)
   printf ("| decode, batch %u (aggregate) | %.2f | %.0f%% of %u x roofline |\n", batch, decb,
           100 * decb / (roof * batch), batch);
   printf ("| prefill, %u-token prompt | %.2f | - |\n", n_prompt, prefill);
+  {
+    /* the GPU rows belong to the CUDA backend (a device-to-device copy is its roofline) */
+    flint_backend_t *gpu = NULL;
+    flint_error_t gerr = FLINT_ERROR_INIT;
+    if (access ("/dev/nvidiactl", F_OK) != 0)
+      printf ("| GPU (CUDA backend), batch-1 decode | not run: no GPU on this machine | - |\n");
+    else if (flint__backend_open ("cuda", &bo, &gpu, &gerr) < 0)
+      printf ("| GPU (CUDA backend), batch-1 decode | not run: %s | - |\n", gerr.msg);
+    else
+      {
+        printf ("| GPU (CUDA backend), batch-1 decode | not measured by this benchmark yet (%s) | - |\n", gpu->device);
+        gpu->ops->close (gpu);
+      }
+  }
+  {
+    double load[1] = { 0 };
+    getloadavg (load, 1);
+    printf ("\nGoal: batch-1 decode at least 50%% of the roofline: **%s** (%.0f%%). Load average at the end of the "
+            "run: %.2f on %ld CPUs (other work on the machine shares its memory bandwidth).\n",
+            dec1 >= 0.5 * roof ? "met" : "not met", 100 * dec1 / roof, load[0], sysconf (_SC_NPROCESSORS_ONLN));
+  }
   fflush (stdout);
 
   free (r.logits);
