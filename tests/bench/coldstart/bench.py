@@ -2,13 +2,14 @@
 """Scale-from-zero latency through flintd (issue 4): a request for an endpoint with no running
 replica, from its arrival to its response, by the tier the replica came up from:
 
-  cold    exec + the function's init (the endpoint is deployed with `snapshot: false`)
-  image   CRIU restore of the version's in-memory image (parked_replicas: 0)
-  parked  thaw of a restored replica kept frozen (parked_replicas: 1)
+  cold    exec + the function's init (deployed with `snapshot: false`)
+  image   CRIU restore of the version's in-memory image (deployed with parked_replicas: 0)
+  parked  thaw of a restored replica kept frozen (deployed with parked_replicas: 1)
 
 for examples/echo and for examples/warm with 16 MiB, 256 MiB and 1 GiB of weights, all on one
 flintd in one run. Each trial stops the endpoint's replicas (the Drain RPC), then times one
-Invoke from a Python gRPC client on the same machine. Per-phase times come from flintd (its
+Invoke from a Python gRPC client on the same machine; trials alternate between the tiers
+(one endpoint per tier, same bundle) so that a change of load hits every tier alike. Per-phase times come from flintd (its
 ring of recent starts: sandbox, CRIU restore, reconnect, canary, init); "first invoke" is the
 client's latency minus the replica's start (dispatch, the invoke itself, the reply).
 
@@ -65,22 +66,17 @@ class Bench:
             time.sleep(0.01)
         raise RuntimeError("timed out waiting for " + what + "\n" + self.f.read_log()[-3000:])
 
-    def deploy(self, name, so, weights, cold):
+    def deploy(self, name, so, weights, tier):
         manifest = "name: {name}\nkind: native\nfunction: fn.so\nresources:\n  memory: 256Mi\n"
         files = {"fn.so": so}
         if weights:
             manifest += "weights:\n  table: weights.bin\n"
             files["weights.bin"] = weights
-        manifest += "snapshot: false\n" if cold else "parked_replicas: 0\n"
+        manifest += {"cold": "snapshot: false\n", "image": "parked_replicas: 0\n", "parked": "parked_replicas: 1\n"}[tier]
         d = self.ft.make_bundle(self.tmp, name, manifest, files)
         t0 = time.time()
         self.f.cli("deploy", d, timeout=1800)
         log("  deployed %s in %.1f s" % (name, time.time() - t0))
-
-    def set_parked(self, name, n):
-        self.stub.Scale(self.s.pb.ScaleRequest(name=name, settings=self.s.pb.ScaleSettings(parked_replicas=n),
-                                               set=["parked_replicas"]), timeout=30)
-        self.wait(lambda: self.endpoint(name).snapshot.parked == n, "%d parked replicas of %s" % (n, name))
 
     def drain(self, name):
         self.stub.Drain(self.s.pb.DrainRequest(name=name), timeout=30)
@@ -101,29 +97,29 @@ class Bench:
         return ms, rep[0].start_ms
 
     def run_config(self, label, so, weights, payload):
-        snap, cold = label, label + "-cold"
-        self.deploy(cold, so, weights, cold=True)
-        self.deploy(snap, so, weights, cold=False)
-        self.stub.Invoke(self.s.pb.InvokeRequest(endpoint=snap, payload=payload), timeout=300)  # warm the path
-        out = {}
-        for tier in TIERS:
-            name = cold if tier == "cold" else snap
-            if tier != "cold":
-                self.set_parked(snap, 1 if tier == "parked" else 0)
-            lat, first = [], []
-            for i in range(self.trials):
-                ms, start = self.trial(name, tier, payload)
-                lat.append(ms)
-                first.append(ms - start)
-            ep = self.endpoint(name)
-            phases = {k: v for k, v in ep.cold_start_ms.items() if k.startswith(tier + ".")}
-            out[tier] = {"lat": lat, "first": first, "phases": phases}
-            log("  %-16s %-6s p50 %8.2f ms  p99 %8.2f ms" % (label, tier, pct(lat, 0.5), pct(lat, 0.99)))
-        ep = self.endpoint(snap)
+        # one endpoint per tier, deployed from the same bundle content (the weights are stored
+        # once), and trials interleaved across tiers so load changes hit every tier alike
+        names = {t: "%s-%s" % (label, t) for t in TIERS}
+        for t in TIERS:
+            self.deploy(names[t], so, weights, t)
+            self.stub.Invoke(self.s.pb.InvokeRequest(endpoint=names[t], payload=payload), timeout=300)
+        out = {t: {"lat": [], "first": []} for t in TIERS}
+        for i in range(self.trials):
+            for t in TIERS:
+                ms, start = self.trial(names[t], t, payload)
+                out[t]["lat"].append(ms)
+                out[t]["first"].append(ms - start)
+                if t == "parked":
+                    # the pool's refill (a restore) must not overlap the next trial
+                    self.wait(lambda: self.endpoint(names[t]).snapshot.parked >= 1, "the pool of " + names[t])
+        for t in TIERS:
+            ep = self.endpoint(names[t])
+            out[t]["phases"] = {k: v for k, v in ep.cold_start_ms.items() if k.startswith(t + ".")}
+            log("  %-16s %-6s p50 %8.2f ms  p99 %8.2f ms" % (label, t, pct(out[t]["lat"], 0.5), pct(out[t]["lat"], 0.99)))
+        ep = self.endpoint(names["image"])
         out["snapshot"] = {"size": ep.snapshot.size_bytes, "dump_ms": ep.snapshot.dump_ms}
-        self.drain(snap)
-        self.set_parked(snap, 0)
-        self.drain(cold)
+        for t in TIERS:
+            self.stub.DeleteEndpoint(self.s.pb.DeleteEndpointRequest(name=names[t]), timeout=60)
         return out
 
 
@@ -173,8 +169,8 @@ def main():
 def render(res, trials, load0, load1):
     p = lambda xs, q: pct(xs, q)
     lines = ["Scale from zero through flintd: a request for an endpoint with no running replica, arrival "
-             "to response (Python gRPC client, TCP loopback), %d trials per row, all rows in one run on one "
-             "flintd (release build). Load average %.2f at the start, %.2f at the end." % (trials, load0[0], load1[0]),
+             "to response (Python gRPC client, TCP loopback), %d trials per row, tiers interleaved, all rows in "
+             "one run on one flintd (release build). Load average %.2f at the start, %.2f at the end." % (trials, load0[0], load1[0]),
              "",
              "| endpoint | weights | image (dump) | tier | p50 ms | p99 ms | cold ÷ tier (p50) |"
              " sandbox | CRIU restore | reconnect | canary | init | start total | first invoke |",
