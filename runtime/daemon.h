@@ -173,7 +173,9 @@ struct flint_replica_s {
   uint64_t last_active_ns;
   uint64_t startup_limit_ms;      /* the startup timer's current limit (startup_timeout, or the
                                      shorter one of a restore) */
-  double phases_ms[8];            /* sandbox, init, ... (see replica.c) */
+  double phases_ms[12];           /* sandbox, init, ... (FLINT_RPHASE_*) */
+  bool restore_phases_reported;   /* the worker's RestoredAck carried engine phases (llm) */
+  uint64_t first_output_ns;       /* its first answer (chunk or result) to a request, 0 before */
   uint64_t completed;
   flint_hist_t latency;           /* of requests this replica answered */
   uv_timer_t *timer;              /* startup timeout / exit-report wait */
@@ -206,6 +208,10 @@ enum {
   FLINT_RPHASE_TOTAL,             /* start → ready */
   FLINT_RPHASE_RESTORE,           /* image: CRIU's restore; parked: the thaw */
   FLINT_RPHASE_CANARY,            /* image/parked: canary sent → passed */
+  FLINT_RPHASE_CUDA,              /* image: the CUDA driver's restore of the process (GPU workers) */
+  FLINT_RPHASE_WEIGHTS,           /* image: weights mapped and copied back (llm, in the hook) */
+  FLINT_RPHASE_KV,                /* image: KV caches re-created (llm, in the hook) */
+  FLINT_RPHASE_FIRST_TOKEN,       /* start → the first output of its first request */
 };
 
 /* The autoscaler's view of one endpoint (autoscaler.c, docs/AUTOSCALING.md): observed

@@ -12,7 +12,7 @@ const double flint_hist_bounds_ms[FLINT_HIST_BUCKETS - 1] = {
 };
 
 const char *const flint_phase_names[FLINT_PHASE_COUNT] = {
-  "sandbox", "restore", "reconnect", "canary", "init", "total",
+  "sandbox", "restore", "reconnect", "canary", "init", "total", "cuda_restore", "weight_copy", "kv_alloc", "first_token",
 };
 
 void

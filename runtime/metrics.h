@@ -42,6 +42,12 @@ enum {
   FLINT_PHASE_CANARY,
   FLINT_PHASE_INIT,
   FLINT_PHASE_TOTAL,
+  /* GPU and llm restores (issue 7): the CUDA driver's restore, the weight copy and the KV
+   * re-allocation of an llm's after_restore hook; and for every tier, start → first output */
+  FLINT_PHASE_CUDA_RESTORE,
+  FLINT_PHASE_WEIGHT_COPY,
+  FLINT_PHASE_KV_ALLOC,
+  FLINT_PHASE_FIRST_TOKEN,
   FLINT_PHASE_COUNT,
 };
 extern const char *const flint_phase_names[FLINT_PHASE_COUNT];

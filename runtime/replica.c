@@ -351,6 +351,13 @@ record_start (flint_replica_t *r)
           flint_hist_observe (&ph[FLINT_PHASE_SANDBOX], v[FLINT_RPHASE_SANDBOX]);
           flint_hist_observe (&ph[FLINT_PHASE_RESTORE], v[FLINT_RPHASE_RESTORE]);
           flint_hist_observe (&ph[FLINT_PHASE_RECONNECT], v[FLINT_RPHASE_CONNECT]);
+          if (v[FLINT_RPHASE_CUDA] > 0)
+            flint_hist_observe (&ph[FLINT_PHASE_CUDA_RESTORE], v[FLINT_RPHASE_CUDA]);
+          if (r->restore_phases_reported)
+            {
+              flint_hist_observe (&ph[FLINT_PHASE_WEIGHT_COPY], v[FLINT_RPHASE_WEIGHTS]);
+              flint_hist_observe (&ph[FLINT_PHASE_KV_ALLOC], v[FLINT_RPHASE_KV]);
+            }
         }
       flint_hist_observe (&ph[FLINT_PHASE_CANARY], v[FLINT_RPHASE_CANARY]);
     }
@@ -489,6 +496,18 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
           }
         if (req == NULL)
           break; /* cancelled or timed out meanwhile */
+        if (r->first_output_ns == 0)
+          {
+            /* scale from zero to first token: the replica's start to its first output, for a
+             * request that waited for this replica to start (not one that found it warm) */
+            r->first_output_ns = flint_now_ns ();
+            if (req->arrived_ns <= r->ready_ns)
+              {
+                r->phases_ms[FLINT_RPHASE_FIRST_TOKEN] = (double) (r->first_output_ns - r->started_ns) / 1e6;
+                flint_hist_observe (&r->ep->metrics.phases[r->tier][FLINT_PHASE_FIRST_TOKEN],
+                                    r->phases_ms[FLINT_RPHASE_FIRST_TOKEN]);
+              }
+          }
         if (f->msg_case == FLINT__WORKER__V1__FRAME__MSG_CHUNK)
           {
             req->chunks_sent = true;
@@ -523,6 +542,15 @@ worker_frame_cb (flint_channel_t *ch, const uint8_t *payload, size_t len, void *
                                            f->checkpoint_ready->hook_ms);
       break;
     case FLINT__WORKER__V1__FRAME__MSG_RESTORED_ACK:
+      for (size_t i = 0; i < f->restored_ack->n_phases_ms; i++)
+        {
+          const char *k = f->restored_ack->phases_ms[i]->key;
+          if (strcmp (k, "weight_copy") == 0)
+            r->phases_ms[FLINT_RPHASE_WEIGHTS] = f->restored_ack->phases_ms[i]->value;
+          else if (strcmp (k, "kv_alloc") == 0)
+            r->phases_ms[FLINT_RPHASE_KV] = f->restored_ack->phases_ms[i]->value;
+          r->restore_phases_reported = true;
+        }
       flint__snapshot_on_restored_ack (r, f->restored_ack->ok, f->restored_ack->error, f->restored_ack->hook_ms);
       break;
     default:
@@ -580,7 +608,8 @@ startup_timeout_cb (uv_timer_t *t)
 static char **
 build_env (flint_replica_t *r, size_t *n_out, flint_error_t *err)
 {
-  static const char *const pass[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" };
+  /* FLINT_LIBCUDA: where this node's NVIDIA driver library is, when not in the loader's cache */
+  static const char *const pass[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "FLINT_LIBCUDA" };
   char **env = calloc (16, sizeof *env);
   size_t n = 0;
 

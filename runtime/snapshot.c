@@ -47,6 +47,7 @@
 
 #define CHECKPOINT_TIMEOUT_MS 120000  /* hooks + CRIU dump of the deploy's first replica */
 #define RESTORE_TIMEOUT_MS 10000      /* Restore sent → canary passed (capped by startup_timeout) */
+#define RESTORE_MS_PER_GIB 4000       /* more per GiB of image */
 #define MAX_RESTORE_FAILURES 3        /* consecutive, per version: then the image tier is skipped */
 
 typedef Flint__Node__V1__NodeFrame node_frame_t;
@@ -784,10 +785,15 @@ send_freeze (flint_replica_t *r, bool frozen)
     flint__helper_send (r->owner, &f.base, NULL, 0);
 }
 
+/* RESTORE_TIMEOUT_MS, plus time for large images (a GPU worker checkpointed with its weights
+ * inside: CRIU reads every page), capped by the endpoint's startup_timeout. */
 static uint64_t
 restore_timeout (const flint_endpoint_t *ep)
 {
-  return ep->scale.startup_timeout_ms < RESTORE_TIMEOUT_MS ? ep->scale.startup_timeout_ms : RESTORE_TIMEOUT_MS;
+  uint64_t t = RESTORE_TIMEOUT_MS;
+  if (ep->current)
+    t += ep->current->snap.size_bytes / (1u << 30) * RESTORE_MS_PER_GIB;
+  return ep->scale.startup_timeout_ms < t ? ep->scale.startup_timeout_ms : t;
 }
 
 static void
@@ -998,10 +1004,12 @@ on_restored (flint_daemon_t *d, flint_helper_t *h, const Flint__Node__V1__Restor
       double val = rs->phases_ms[i]->value;
       if (strcmp (k, "criu") == 0)
         r->phases_ms[FLINT_RPHASE_RESTORE] = val;
+      else if (strcmp (k, "cuda") == 0)
+        r->phases_ms[FLINT_RPHASE_CUDA] = val;
       else if (strcmp (k, "total") == 0)
         r->phases_ms[FLINT_RPHASE_SANDBOX] += val;
     }
-  r->phases_ms[FLINT_RPHASE_SANDBOX] -= r->phases_ms[FLINT_RPHASE_RESTORE];
+  r->phases_ms[FLINT_RPHASE_SANDBOX] -= r->phases_ms[FLINT_RPHASE_RESTORE] + r->phases_ms[FLINT_RPHASE_CUDA];
   if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0)
     {
       for (int i = 0; i < 3; i++)
@@ -1120,6 +1128,7 @@ unpark (flint_endpoint_t *ep)
       r->tier = FLINT_TIER_PARKED;
       r->started_ns = flint_now_ns ();
       memset (r->phases_ms, 0, sizeof r->phases_ms);
+      r->first_output_ns = 0;
       flint__replica_count_starting (r);
       flint__replica_arm_startup_timer (r, restore_timeout (ep));
       if (!flint__fault (r->d, "snapshot-thaw"))

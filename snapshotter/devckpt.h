@@ -3,9 +3,9 @@
  * restore.
  *
  * One small table of functions per kind of device, chosen per request (libuv's habit for
- * platform alternatives): devckpt_none.c for CPU workers, where every step is a no-op; the
- * CUDA driver checkpoint API (cuCheckpointProcessLock/Checkpoint/Restore/Unlock) plugs in as a
- * second table for `resources: gpu` manifests. The snapshotter calls, in order:
+ * platform alternatives): devckpt_none.c for CPU workers, where every step is a no-op;
+ * devckpt_cuda.c, the CUDA driver checkpoint API (cuCheckpointProcessLock/Checkpoint/Restore/
+ * Unlock), for `resources: gpu` manifests. The snapshotter calls, in order:
  *
  *   dump:     checkpoint(pid) ─▶ CRIU dump ─▶ resume(pid) when the original keeps running
  *   restore:  check(meta) ─▶ CRIU restore ─▶ restore(pid)
@@ -50,8 +50,41 @@ typedef struct flint_devckpt_ops_s {
 /* CPU workers: no device state. */
 extern const flint_devckpt_ops_t flint_devckpt_none;
 
-/* The table for a worker (`gpu` from its sandbox spec), or NULL with `err` when this build has
- * no device checkpoint support for it. */
+/* The table for a worker (`gpu` from its sandbox spec), or NULL with `err` when this build or
+ * this node has no device checkpoint support for it (no CUDA toolkit at build time, no driver,
+ * a driver without the checkpoint API). */
 const flint_devckpt_ops_t *flint_devckpt_for (bool gpu, flint_error_t *err);
+
+/* Probes device checkpoint support once, at the snapshotter's start: on a node with an NVIDIA
+ * GPU this initialises the CUDA driver in the resident snapshotter (a CUDA restore needs an
+ * initialised driver in the caller; a helper spawned per restore pays ~2.7 s for it). Writes one
+ * line for the helper status: the GPU and driver, or why GPU workers cannot be snapshotted here.
+ * Never fails: CPU workers need none of it. */
+void flint_devckpt_probe (char *summary, size_t len);
+
+/* devckpt_cuda.c (built with the CUDA toolkit): the CUDA table, NULL with `err` where the node
+ * cannot checkpoint GPU workers; and the probe behind flint_devckpt_probe. */
+const flint_devckpt_ops_t *flint__devckpt_cuda (flint_error_t *err);
+void flint__devckpt_cuda_probe (char *summary, size_t len);
+
+/* ---- the GPU checks, separate from the driver calls so that they are tested on any machine */
+
+/* What a node offers a GPU image (devckpt_cuda.c fills it from the driver). */
+typedef struct flint_devckpt_gpu_s {
+  char model[96];             /* cuDeviceGetName */
+  int driver;                 /* cuDriverGetVersion: 12080 = 12.8 */
+  unsigned long long free_bytes;
+} flint_devckpt_gpu_t;
+
+/* Bytes kept free beyond what an image needs: the restored context's own allocations vary. */
+#define FLINT_DEVCKPT_GPU_MARGIN (256ull << 20)
+
+/* Can a node with `gpu` restore an image whose meta says `model`, `driver` (decimal, as
+ * describe wrote it) and `need` bytes of device memory (decimal)? 0, or -1 with
+ * FLINT_EPRECONDITION naming the mismatch ("the image was taken on `NVIDIA H100 80GB HBM3`, this
+ * node has `NVIDIA A100-SXM4-80GB`", "... needs 9.1 GiB of GPU memory, 3.2 GiB are free").
+ * Absent fields (empty strings) in the image are an error: a GPU image always has them. */
+int flint_devckpt_gpu_match (const char *model, const char *driver, const char *need, const flint_devckpt_gpu_t *gpu,
+                             flint_error_t *err);
 
 #endif

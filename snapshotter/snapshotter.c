@@ -729,8 +729,8 @@ restore_failed (snap_t *s, const char *id, flint_status_t code, const char *fmt,
 static void
 handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
 {
-  static const char *const names[] = { "slot", "verify", "criu", "total" };
-  double ph[4] = { 0 };
+  static const char *const names[] = { "slot", "verify", "criu", "total", "cuda" };
+  double ph[5] = { 0 };
   uint64_t t0 = flint_now_ns (), t;
   flint_error_t err = FLINT_ERROR_INIT;
   flint_sandbox_spec_t spec, early;
@@ -915,7 +915,10 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
     flint_warn ("replica %s: its loopback interface stays down: %s", req->replica_id, strerror (-r));
   if (flint_sandbox_set_limits (sl->sb, &spec, &err) < 0)
     flint_warn ("replica %s: %s", req->replica_id, err.msg);
-  if (dev->restore (pid, &err) < 0)
+  t = flint_now_ns ();
+  r = dev->restore (pid, &err);
+  ph[4] = (double) (flint_now_ns () - t) / 1e6;
+  if (r < 0)
     {
       /* the process exists but is unusable: flintd hears of it through Exited */
       flint_sandbox_kill (sl->sb);
@@ -931,7 +934,8 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   fds[0] = sl->chan[0];
   fds[1] = sl->out[0];
   fds[2] = sl->err[0];
-  reply_restored (s, req->replica_id, FLINT_OK, NULL, pid, ph, names, 4, fds, 3);
+  /* "cuda" only for devices that have a restore step of their own */
+  reply_restored (s, req->replica_id, FLINT_OK, NULL, pid, ph, names, dev == &flint_devckpt_none ? 4 : 5, fds, 3);
   /* the slot's ends are the replica's now (or flintd's): close ours, let criu exit */
   slot_release (sl, false);
 }
@@ -1069,7 +1073,7 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
   flint_error_t err = FLINT_ERROR_INIT;
   flint_sandbox_options_t so = { .isolate = true, .userns = opts->userns, .uid_base = 100000, .uid = 65534,
                                  .gid = 65534 };
-  char sbdir[PATH_MAX], status[1024], dir[PATH_MAX];
+  char sbdir[PATH_MAX], status[1536], dir[PATH_MAX], gpu[512];
   struct utsname un;
   int sfd, r;
 
@@ -1145,9 +1149,10 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
         flint_sandbox_node_free (s.sv.node);
         return 1;
       }
-  snprintf (status, sizeof status, "CRIU %s (%s), kernel %s, %u restore slots, kernel feature cache %s", s.criu_version,
-            opts->criu, s.kernel, opts->slots,
-            s.kdat[0] ? s.kdat : "none (CRIU keeps it only on a tmpfs: each call re-probes the kernel)");
+  flint_devckpt_probe (gpu, sizeof gpu);
+  snprintf (status, sizeof status, "CRIU %s (%s), kernel %s, %u restore slots, kernel feature cache %s; %s",
+            s.criu_version, opts->criu, s.kernel, opts->slots,
+            s.kdat[0] ? s.kdat : "none (CRIU keeps it only on a tmpfs: each call re-probes the kernel)", gpu);
   send_status (&s, true, status);
   r = flint_supervisor_run (&s.sv, sfd);
   for (unsigned i = 0; i < MAX_SLOTS; i++)

@@ -12,7 +12,12 @@
  * polls for cancellation while it waits. docs/MODELS.md documents the payload and the records.
  *
  * Knobs come from the manifest's `config:` map: context, chat_template, spec_tokens,
- * prefill_chunk, threads, backend. */
+ * prefill_chunk, threads, backend, snapshot_weights ("aside", the default: the checkpoint hooks
+ * release the weights' device memory and drop the KV caches, and restore copies the weights back
+ * from the weight store; "inside": they stay on the device and the checkpoint carries them).
+ *
+ * Checkpoints: before_checkpoint and after_restore are the engine's hooks; after a restore the
+ * RestoredAck carries their cost (restore_phases: weight copy, KV re-allocation). */
 #include "worker.h"
 #include "engine.h"
 #include "flint/buf.h"
@@ -83,6 +88,12 @@ llm_init (flint_ctx_t *ctx)
   o.max_seqs = flint__ctx_max_concurrency (ctx);
   o.chat_template = flint_config (ctx, "chat_template");
   o.backend = flint_config (ctx, "backend");
+  {
+    const char *sw = flint_config (ctx, "snapshot_weights");
+    if (sw && strcmp (sw, "inside") != 0 && strcmp (sw, "aside") != 0)
+      return flint_set_error (ctx, "config `snapshot_weights`: expected `aside` or `inside`, got `%.40s`", sw);
+    o.checkpoint_keeps_weights = sw && strcmp (sw, "inside") == 0;
+  }
   if (config_uint (ctx, "context", 1u << 24, &o.context) < 0 || config_uint (ctx, "threads", 256, &o.threads) < 0
       || config_uint (ctx, "spec_tokens", 15, &o.spec_tokens) < 0
       || config_uint (ctx, "prefill_chunk", 8192, &o.prefill_chunk) < 0)
@@ -101,6 +112,9 @@ llm_init (flint_ctx_t *ctx)
   flint_set_user (ctx, e);
   flint_log_line (ctx, "flint-worker: model `%s`%s%s loaded on %s", model, o.draft_dir ? " with draft " : "",
                   o.draft_dir ? o.draft_dir : "", flint_engine_device (e));
+  if (flint_engine_backend_fallback (e))
+    flint_log_line (ctx, "flint-worker: model `%s` runs on the CPU: no GPU answered (%s)", model,
+                    flint_engine_backend_fallback (e));
   return 0;
 }
 
@@ -191,6 +205,21 @@ llm_after_restore (flint_ctx_t *ctx)
 }
 
 static size_t
+llm_restore_phases (flint_ctx_t *ctx, const char **names, double *values, size_t max, uint64_t *bytes_out)
+{
+  flint_engine_restore_stats_t st;
+  size_t n = 0;
+
+  flint_engine_restore_stats (engine_of (ctx), &st);
+  if (n < max)
+    names[n] = "weight_copy", values[n++] = st.weights_ms;
+  if (n < max)
+    names[n] = "kv_alloc", values[n++] = st.kv_ms;
+  *bytes_out = st.weight_bytes;
+  return n;
+}
+
+static size_t
 llm_stats (flint_ctx_t *ctx, const char **names, double *values, size_t max)
 {
   flint_engine_t *e = engine_of (ctx);
@@ -215,6 +244,7 @@ flint__load_llm (flint_ctx_t *ctx, const char *path, flint_function_t *fn, flint
   fn->before_checkpoint = llm_before_checkpoint;
   fn->after_restore = llm_after_restore;
   fn->stats = llm_stats;
+  fn->restore_phases = llm_restore_phases;
   fn->unload = llm_unload;
   (void) err;
   return 0;

@@ -591,6 +591,10 @@ handle_restored (flint_ctx_t *ctx, const Flint__Worker__V1__Restored *rs)
   frame_t f = FLINT__WORKER__V1__FRAME__INIT;
   uint64_t t0 = flint_now_ns ();
   unsigned seed = 0;
+  const char *names[8];
+  double values[8];
+  Flint__Worker__V1__RestoredAck__PhasesMsEntry entries[8], *ptrs[8];
+  size_t n;
 
   snprintf (ctx->replica_id, sizeof ctx->replica_id, "%s", rs->replica_id);
   /* Every replica restored from one image starts with the same libc RNG state: reseed it from
@@ -612,6 +616,21 @@ handle_restored (flint_ctx_t *ctx, const Flint__Worker__V1__Restored *rs)
       ack.error = ctx->error[0] ? ctx->error : (char *) "flint_after_restore returned an error";
     }
   ack.hook_ms = (double) (flint_now_ns () - t0) / 1e6;
+  if (ack.ok && ctx->fn.restore_phases)
+    {
+      uint64_t bytes = 0;
+      n = ctx->fn.restore_phases (ctx, names, values, 8, &bytes);
+      for (size_t i = 0; i < n; i++)
+        {
+          flint__worker__v1__restored_ack__phases_ms_entry__init (&entries[i]);
+          entries[i].key = (char *) names[i];
+          entries[i].value = values[i];
+          ptrs[i] = &entries[i];
+        }
+      ack.n_phases_ms = n;
+      ack.phases_ms = ptrs;
+      ack.weight_bytes = bytes;
+    }
   f.msg_case = FLINT__WORKER__V1__FRAME__MSG_RESTORED_ACK;
   f.restored_ack = &ack;
   send_frame (ctx, &f);

@@ -22,6 +22,10 @@ typedef struct flint_function_s {
   /* Engine metrics for Pong frames (name → value pairs); NULL for plain functions. Writes up to
    * `max` pairs and returns how many. */
   size_t (*stats) (flint_ctx_t *ctx, const char **names, double *values, size_t max);
+  /* Phases of the last after_restore hook worth reporting (name → milliseconds, e.g. the
+   * engine's weight copy), for the RestoredAck frame; *bytes_out: bytes copied to a device.
+   * NULL for plain functions. Writes up to `max` pairs and returns how many. */
+  size_t (*restore_phases) (flint_ctx_t *ctx, const char **names, double *values, size_t max, uint64_t *bytes_out);
   /* Releases what the loader acquired (dlclose, child process). May be NULL. */
   void (*unload) (flint_ctx_t *ctx);
   void *loader_state;

@@ -13,7 +13,7 @@
  *   engine-tool cancel MODEL N PAYLOAD                cancels after N tokens (0: right after
  *                                                     submit), prints the record, then runs the
  *                                                     payload again to completion
- * Options (before MODEL): --draft DIR, --kernels generic|avx2|avx512, --threads N,
+ * Options (before MODEL): --backend cpu|cuda|auto, --draft DIR, --kernels generic|avx2|avx512, --threads N,
  * --max-seqs N, --context N, --spec N, --chunk N, --sequential (generate one at a time),
  * --stats (print the engine's metrics after generate). */
 #include "engine.h"
@@ -66,7 +66,7 @@ cmd_logits (const char *model, int argc, char **argv)
   flint_batch_t b;
   flint_kv_geom_t g;
 
-  if (flint__backend_open ("cpu", &bo, &be, &err) < 0)
+  if (flint__backend_open (opt.backend ? opt.backend : "cpu", &bo, &be, &err) < 0)
     goto fail;
   mo.be = be;
   mo.context = opt.context;
@@ -236,6 +236,8 @@ main (int argc, char **argv)
         stats = true;
       else if (i + 1 >= argc)
         usage ();
+      else if (strcmp (o, "--backend") == 0)
+        opt.backend = argv[++i];
       else if (strcmp (o, "--draft") == 0)
         opt.draft_dir = argv[++i];
       else if (strcmp (o, "--kernels") == 0)
@@ -268,7 +270,10 @@ main (int argc, char **argv)
   e = open_engine (model);
   if (strcmp (cmd, "open") == 0)
     {
+      const char *why = flint_engine_backend_fallback (e);
       printf ("ok: %s\n", flint_engine_device (e));
+      if (why)
+        printf ("fallback: %s\n", why);
       rc = 0;
     }
   else if (strcmp (cmd, "generate") == 0)

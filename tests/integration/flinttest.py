@@ -32,6 +32,9 @@ def stubs():
     global _stubs
     if _stubs is not None:
         return _stubs
+    if os.environ.get("FLINT_PYSTUBS"):
+        # generated ahead (tests/gpu/prepare-kit): machines without protoc, such as a lent GPU
+        return _import_stubs(os.environ["FLINT_PYSTUBS"])
     out = tempfile.mkdtemp(prefix="flint-pystubs-")
     proto_dir = os.path.join(SOURCE, "proto")
     plugin = shutil.which("grpc_python_plugin") or "/usr/bin/grpc_python_plugin"
@@ -53,6 +56,11 @@ def stubs():
         text = text.replace("from grpc.health.v1 import", "from grpchealth.health.v1 import")
         with open(p, "w") as f:
             f.write(text)
+    return _import_stubs(out)
+
+
+def _import_stubs(out):
+    global _stubs
     sys.path.insert(0, out)
     import grpc  # noqa: F401  (grpcio)
     from flint.v1 import flint_pb2, flint_pb2_grpc

@@ -39,11 +39,25 @@ typedef struct flint_backend_ops_s flint_backend_ops_t;
 typedef struct flint_bweights_s flint_bweights_t;   /* a model's weights on the device */
 typedef struct flint_bkv_s flint_bkv_t;             /* a KV cache on the device */
 
+/* What the last weights_upload or weights_restore cost (all zeros on the CPU, which copies
+ * nothing). The checkpoint path reports these as restore phases. */
+typedef struct flint_backend_upload_stats_s {
+  uint64_t bytes;             /* weight bytes copied to the device */
+  double map_ms;              /* physical device memory created and mapped into the reserved range */
+  double pin_ms;              /* pinned staging allocated, or the host pages registered */
+  double copy_ms;             /* the host -> device copy itself */
+  const char *mode;           /* "staging", "register", or NULL when nothing was copied */
+} flint_backend_upload_stats_t;
+
 /* Every backend object starts with this header; the rest is the backend's own. */
 struct flint_backend_s {
   const flint_backend_ops_t *ops;
   const char *name;           /* "cpu", "cuda" */
   char device[128];           /* human-readable: "x86-64 AVX-512, 2 threads", "NVIDIA H100 80GB" */
+  /* Set by flint__backend_open when "auto" passed over a backend that could not be opened:
+   * why ("cuda: no CUDA device: cuInit: CUDA_ERROR_NO_DEVICE ..."), for the worker's log. */
+  char fallback[256];
+  flint_backend_upload_stats_t upload;   /* written by weights_upload / weights_restore */
 };
 
 /* What the engine asks of a backend when it opens one. */

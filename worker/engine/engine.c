@@ -279,12 +279,19 @@ flint_engine_device (const flint_engine_t *e)
   return e->be->device;
 }
 
+const char *
+flint_engine_backend_fallback (const flint_engine_t *e)
+{
+  return e->be->fallback[0] ? e->be->fallback : NULL;
+}
+
 /* ---- checkpoint hooks ---------------------------------------------------------------------- */
 
 int
 flint_engine_before_checkpoint (flint_engine_t *e, flint_error_t *err)
 {
   flint_backend_t *be = e->be;
+  uint64_t t0;
   int r = 0;
 
   pthread_mutex_lock (&e->lock);
@@ -297,7 +304,11 @@ flint_engine_before_checkpoint (flint_engine_t *e, flint_error_t *err)
       goto out;
     }
   /* the scheduler is idle (no active request) and stays so while `checkpointed` is set */
+  t0 = flint_now_ns ();
   e->checkpointed = true;
+  memset (&e->restore_stats, 0, sizeof e->restore_stats);
+  if (e->opt.checkpoint_keeps_weights)
+    goto out;
   be->ops->kv_free (be, e->kv);
   e->kv = NULL;
   if (e->draft_kv)
@@ -306,6 +317,7 @@ flint_engine_before_checkpoint (flint_engine_t *e, flint_error_t *err)
   if (be->ops->weights_release (be, e->model->wset, err) < 0
       || (e->draft && be->ops->weights_release (be, e->draft->wset, err) < 0))
     r = -1;
+  e->restore_stats.release_ms = (double) (flint_now_ns () - t0) / 1e6;
 out:
   pthread_mutex_unlock (&e->lock);
   return r;
@@ -315,7 +327,9 @@ int
 flint_engine_after_restore (flint_engine_t *e, flint_error_t *err)
 {
   flint_backend_t *be = e->be;
+  flint_engine_restore_stats_t *st;
   flint_kv_geom_t g;
+  uint64_t t0, t1;
   int r = -1;
 
   pthread_mutex_lock (&e->lock);
@@ -324,24 +338,60 @@ flint_engine_after_restore (flint_engine_t *e, flint_error_t *err)
       r = 0;
       goto out;
     }
-  if (be->ops->weights_restore (be, e->model->wset, err) < 0
-      || (e->draft && be->ops->weights_restore (be, e->draft->wset, err) < 0))
-    goto out;
+  if (e->opt.checkpoint_keeps_weights)
+    {
+      /* nothing was set aside: the device state came back whole with the process */
+      e->checkpointed = false;
+      pthread_cond_broadcast (&e->work);
+      r = 0;
+      goto out;
+    }
+  st = &e->restore_stats;
+  t0 = flint_now_ns ();
+  st->weight_bytes = 0;
+  st->weight_map_ms = st->weight_pin_ms = st->weight_copy_ms = 0;
+  for (int i = 0; i < 2; i++)
+    {
+      flint_model_t *m = i == 0 ? e->model : e->draft;
+      if (m == NULL)
+        continue;
+      memset (&be->upload, 0, sizeof be->upload);
+      if (be->ops->weights_restore (be, m->wset, err) < 0)
+        goto out;
+      st->weight_bytes += be->upload.bytes;
+      st->weight_map_ms += be->upload.map_ms;
+      st->weight_pin_ms += be->upload.pin_ms;
+      st->weight_copy_ms += be->upload.copy_ms;
+      if (be->upload.mode)
+        st->copy_mode = be->upload.mode;
+    }
+  t1 = flint_now_ns ();
+  st->weights_ms = (double) (t1 - t0) / 1e6;
+  /* a retry after a failure here keeps what was already re-created */
   g = flint__model_kv_geom (e->model, e->max_seqs, e->context);
-  if (be->ops->kv_new (be, &g, &e->kv, err) < 0)
+  if (e->kv == NULL && be->ops->kv_new (be, &g, &e->kv, err) < 0)
     goto out;
-  if (e->draft)
+  if (e->draft && e->draft_kv == NULL)
     {
       g = flint__model_kv_geom (e->draft, e->max_seqs, e->context);
       if (be->ops->kv_new (be, &g, &e->draft_kv, err) < 0)
         goto out;
     }
+  st->kv_ms = (double) (flint_now_ns () - t1) / 1e6;
   e->checkpointed = false;
   pthread_cond_broadcast (&e->work);
   r = 0;
 out:
   pthread_mutex_unlock (&e->lock);
   return r;
+}
+
+void
+flint_engine_restore_stats (flint_engine_t *e, flint_engine_restore_stats_t *out)
+{
+  pthread_mutex_lock (&e->lock);
+  *out = e->restore_stats;
+  pthread_mutex_unlock (&e->lock);
 }
 
 /* ---- metrics ------------------------------------------------------------------------------- */

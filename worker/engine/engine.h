@@ -47,6 +47,9 @@ typedef struct flint_engine_options_s {
   uint32_t spec_tokens;         /* draft tokens proposed per step; 0 = 4 */
   uint32_t prefill_chunk;       /* prompt tokens per step, all requests together; 0 = 256 */
   const char *chat_template;    /* "chatml", "llama3", "mistral", "llama2", "none"; NULL = from the model */
+  bool checkpoint_keeps_weights; /* the checkpoint hooks leave weights and KV caches on the device (a
+                                   checkpoint then carries them: the baseline of the GPU cold-start
+                                   benchmark); false = set them aside (issue 7) */
 } flint_engine_options_t;
 
 /* Opens the engine. Returns 0, or -1 with FLINT_EPRECONDITION and a message naming the file and
@@ -96,6 +99,22 @@ void flint_engine_request_free (flint_engine_req_t *r);
 int flint_engine_before_checkpoint (flint_engine_t *e, flint_error_t *err);
 int flint_engine_after_restore (flint_engine_t *e, flint_error_t *err);
 
+/* What the last pair of checkpoint hooks cost, for the restore's phase report (issue 7). On the
+ * CPU nothing is copied: weight_bytes is 0 and the weight times are the bookkeeping's. */
+typedef struct flint_engine_restore_stats_s {
+  double release_ms;            /* before_checkpoint: KV caches freed, weight memory released */
+  double weights_ms;            /* after_restore: weight memory mapped again and filled, wall clock */
+  double weight_map_ms;         /*   of which creating and mapping device memory */
+  double weight_pin_ms;         /*   of which pinning (staging buffers or host pages) */
+  double weight_copy_ms;        /*   of which the host -> device copy */
+  uint64_t weight_bytes;        /* bytes copied to the device */
+  const char *copy_mode;        /* "staging", "register", NULL (CPU) */
+  double kv_ms;                 /* after_restore: KV caches re-created */
+} flint_engine_restore_stats_t;
+
+/* Copies the stats of the last hooks into *out (zeros before any). Thread-safe. */
+void flint_engine_restore_stats (flint_engine_t *e, flint_engine_restore_stats_t *out);
+
 /* Metrics for Pong frames: up to `max` (name, value) pairs; returns how many. Names are static
  * strings: ttft_p50_ms, ttft_p99_ms, itl_p50_ms, itl_p99_ms, tokens_per_s, kv_used,
  * kv_capacity_tokens, requests_running, requests_waiting, requests_total, tokens_total,
@@ -104,5 +123,10 @@ size_t flint_engine_stats (flint_engine_t *e, const char **names, double *values
 
 /* What the engine runs on, e.g. "cpu (avx512 kernels, 2 threads)". */
 const char *flint_engine_device (const flint_engine_t *e);
+
+/* Why the engine is not on a GPU although it was built with CUDA and no backend was named
+ * ("cuda: no CUDA device: no NVIDIA driver: libcuda.so.1: cannot open ..."), or NULL. For the
+ * worker's log: a model meant for a GPU that lands on the CPU must say so. */
+const char *flint_engine_backend_fallback (const flint_engine_t *e);
 
 #endif

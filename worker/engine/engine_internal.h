@@ -111,6 +111,7 @@ struct flint_engine_s {
   uint32_t n_active;
   uint8_t *slot_used;            /* [max_seqs] */
   bool stopping, checkpointed;
+  flint_engine_restore_stats_t restore_stats;   /* under lock */
 
   /* scheduler-thread scratch */
   float *logits, *d_logits;

@@ -269,7 +269,8 @@ main (int argc, char **argv)
       printf ("| GPU (CUDA backend), batch-1 decode | not run: %s | - |\n", gerr.msg);
     else
       {
-        printf ("| GPU (CUDA backend), batch-1 decode | not measured by this benchmark yet (%s) | - |\n", gpu->device);
+        printf ("| GPU (CUDA backend), batch-1 decode | see the `engine-gpu` section (tests/bench/engine/run-gpu) on %s "
+                "| - |\n", gpu->device);
         gpu->ops->close (gpu);
       }
   }
