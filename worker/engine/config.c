@@ -142,7 +142,7 @@ flint__model_config_parse (const char *file, const char *text, size_t len, flint
   const char *s = NULL, *mt = NULL;
   size_t n;
   bool found = false, b;
-  double d;
+  double d = 0;
   int rc = -1;
 
   memset (c, 0, sizeof *c);
