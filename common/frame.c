@@ -47,6 +47,23 @@ flint_frame_encode (const ProtobufCMessage *msg, size_t max, uint8_t **buf_out, 
 }
 
 int
+flint_frame_encode_append (const ProtobufCMessage *msg, size_t max, flint_buf_t *b)
+{
+  size_t n = protobuf_c_message_get_packed_size (msg);
+  uint8_t *p;
+
+  if (n > max || n > UINT32_MAX)
+    return -EMSGSIZE;
+  flint_buf_reserve (b, FLINT_FRAME_HEADER + n);
+  p = (uint8_t *) b->data + b->len;
+  put_le32 (p, (uint32_t) n);
+  protobuf_c_message_pack (msg, p + FLINT_FRAME_HEADER);
+  b->len += FLINT_FRAME_HEADER + n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+int
 flint_frame_send (int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds)
 {
   _cleanup_free_ uint8_t *buf = NULL;

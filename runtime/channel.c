@@ -1,5 +1,11 @@
-/* flint_channel_t over uv_poll_t. See channel.h. */
+/* flint_channel_t over uv_poll_t. See channel.h.
+ *
+ * Frames sent with flint_channel_send_soon() collect in `cork` and leave in one write from a
+ * uv_prepare callback, which libuv runs once per loop iteration just before it polls: every
+ * frame the iteration produced for this peer goes out together, and the peer wakes once for
+ * them. */
 #include "channel.h"
+#include "flint/buf.h"
 #include "flint/frame.h"
 #include "flint/list.h"
 #include "flint/util.h"
@@ -24,6 +30,9 @@ typedef struct out_s {
 
 struct flint_channel_s {
   uv_poll_t poll;
+  uv_prepare_t prep;   /* flushes `cork` before the loop polls */
+  flint_buf_t cork;    /* frames of flint_channel_send_soon() not yet handed to the kernel */
+  int handles;         /* handles not yet closed (the channel is freed when none is left) */
   int fd;
   int fdq[FDQ_MAX];  /* fds received, oldest first */
   int nfdq;
@@ -42,10 +51,11 @@ struct flint_channel_s {
 static void poll_cb (uv_poll_t *h, int status, int events);
 
 static void
-poll_closed_cb (uv_handle_t *h)
+handle_closed_cb (uv_handle_t *h)
 {
   flint_channel_t *ch = h->data;
-  free (ch);
+  if (--ch->handles == 0)
+    free (ch);
 }
 
 static void
@@ -67,12 +77,14 @@ destroy (flint_channel_t *ch)
       flint_list_remove (p);
       out_free (flint_list_entry (p, out_t, link));
     }
+  flint_buf_free (&ch->cork);
   flint_frame_reader_free (&ch->rd);
   for (int i = 0; i < ch->nfdq; i++)
     close (ch->fdq[i]);
   ch->nfdq = 0;
   uv_poll_stop (&ch->poll);
-  uv_close ((uv_handle_t *) &ch->poll, poll_closed_cb);
+  uv_close ((uv_handle_t *) &ch->poll, handle_closed_cb);
+  uv_close ((uv_handle_t *) &ch->prep, handle_closed_cb);
   close (ch->fd);
 }
 
@@ -164,6 +176,62 @@ flush (flint_channel_t *ch)
         }
     }
   return 0;
+}
+
+/* Moves the corked frames behind whatever is queued and writes what the kernel takes. Returns 0
+ * or -errno (the peer is gone). */
+static int
+uncork (flint_channel_t *ch)
+{
+  size_t off = 0;
+  out_t *o;
+
+  uv_prepare_stop (&ch->prep);
+  if (ch->cork.len == 0)
+    return 0;
+  if (flint_list_empty (&ch->outq))
+    {
+      ssize_t n = write_some (ch->fd, (const uint8_t *) ch->cork.data, ch->cork.len, NULL, 0);
+      if (n < 0 && n != -EAGAIN)
+        {
+          flint_buf_reset (&ch->cork);
+          return (int) n;
+        }
+      off = n > 0 ? (size_t) n : 0;
+      if (off == ch->cork.len)
+        {
+          flint_buf_reset (&ch->cork); /* keeps the allocation for the next iteration */
+          return 0;
+        }
+    }
+  o = calloc (1, sizeof *o);
+  if (o == NULL)
+    abort ();
+  o->buf = (uint8_t *) flint_buf_steal (&ch->cork, &o->len);
+  o->off = off;
+  flint_list_insert_tail (&ch->outq, &o->link);
+  ch->pending += o->len - off;
+  return flush (ch);
+}
+
+static void
+prep_cb (uv_prepare_t *h)
+{
+  flint_channel_t *ch = h->data;
+  int r;
+
+  ch->in_cb++;
+  r = uncork (ch);
+  if (r < 0)
+    deliver_close (ch, r);
+  ch->in_cb--;
+  if (ch->freed)
+    {
+      if (ch->in_cb == 0)
+        destroy (ch);
+      return;
+    }
+  update_events (ch);
 }
 
 static void
@@ -280,8 +348,11 @@ flint_channel_new (uv_loop_t *loop, int fd, size_t max_frame, flint_channel_fram
       free (ch);
       return r;
     }
+  uv_prepare_init (loop, &ch->prep); /* cannot fail */
+  ch->handles = 2;
   ch->fd = fd;
   ch->poll.data = ch;
+  ch->prep.data = ch;
   ch->frame_cb = frame_cb;
   ch->close_cb = close_cb;
   ch->data = data;
@@ -308,6 +379,11 @@ flint_channel_send (flint_channel_t *ch, const ProtobufCMessage *msg, const int 
   r = flint_frame_encode (msg, UINT32_MAX, &buf, &len);
   if (r < 0)
     return r;
+  if (ch->cork.len > 0 && (r = uncork (ch)) < 0)
+    {
+      free (buf);
+      return r; /* the close is delivered when the poll reports the error */
+    }
   if (flint_list_empty (&ch->outq))
     {
       ssize_t n = write_some (ch->fd, buf, len, fds, nfds);
@@ -355,6 +431,21 @@ flint_channel_send (flint_channel_t *ch, const ProtobufCMessage *msg, const int 
 }
 
 int
+flint_channel_send_soon (flint_channel_t *ch, const ProtobufCMessage *msg)
+{
+  int r;
+
+  if (ch->closed || ch->freed)
+    return -EPIPE;
+  r = flint_frame_encode_append (msg, UINT32_MAX, &ch->cork);
+  if (r < 0)
+    return r;
+  if (!uv_is_active ((uv_handle_t *) &ch->prep))
+    uv_prepare_start (&ch->prep, prep_cb);
+  return 0;
+}
+
+int
 flint_channel_take_fd (flint_channel_t *ch)
 {
   int fd;
@@ -369,7 +460,7 @@ flint_channel_take_fd (flint_channel_t *ch)
 size_t
 flint_channel_pending (const flint_channel_t *ch)
 {
-  return ch->pending;
+  return ch->pending + ch->cork.len;
 }
 
 void

@@ -173,9 +173,10 @@ send_to (flint_request_t *req, flint_replica_t *r)
   inv.deadline_ms = req->deadline_ns > now ? (req->deadline_ns - now + 999999) / 1000000 : 1;
   f.msg_case = FLINT__WORKER__V1__FRAME__MSG_INVOKE;
   f.invoke = &inv;
-  /* A failed send means the worker is gone: its channel close arrives next and fails or
-   * retries this request with the cause. */
-  (void) flint_channel_send (r->chan, &f.base, NULL, 0);
+  /* Sent with the other frames this loop iteration produces for the worker (one write, one
+   * wake-up there). A failed send means the worker is gone: its channel close arrives next and
+   * fails or retries this request with the cause. */
+  (void) flint_channel_send_soon (r->chan, &f.base);
 }
 
 static void deadline_cb (uv_timer_t *t);
@@ -252,9 +253,10 @@ deadline_cb (uv_timer_t *t)
       flint_replica_t *r = req->replica;
       snprintf (msg, sizeof msg, "endpoint `%s`: the function did not answer within the deadline (%.0f ms)",
                 ep->name, (double) (now - req->arrived_ns) / 1e6);
-      if (ep->scale.max_concurrency <= 1)
+      if (ep->scale.max_concurrency <= 1 || (r && r->version->manifest->threads == 1))
         {
-          /* A worker stuck in its only request serves nobody: replace it. */
+          /* A worker stuck in the only request it can run at a time (one at a time, or one
+           * invoke thread with the others queued behind it) serves nobody: replace it. */
           flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
           if (r)
             {

@@ -254,7 +254,7 @@ edit_distance (const char *a, const char *b)
 
 static const char *const top_fields[] = {
   "name", "kind", "function", "args", "model", "draft_model", "config", "weights", "secrets",
-  "resources", "network", "snapshot", "max_payload", "canary",
+  "resources", "network", "snapshot", "max_payload", "canary", "threads",
   "min_replicas", "max_replicas", "target_concurrency", "max_concurrency", "buffer_replicas",
   "scaledown_window", "timeout", "startup_timeout", "retries", "queue_size", "parked_replicas",
 };
@@ -579,6 +579,12 @@ walk (mctx_t *mc, flint_manifest_t *m)
         }
       else if (strcmp (key, "canary") == 0)
         rc = get_string (mc, v, key, &m->canary);
+      else if (strcmp (key, "threads") == 0)
+        {
+          rc = get_u32 (mc, v, key, 1024, &m->threads);
+          if (rc == 0 && m->threads == 0)
+            rc = fail_at (mc, v, key, "must be at least 1");
+        }
       else
         {
           rc = scale_field (mc, &m->scale, key, v);

@@ -66,6 +66,7 @@ typedef struct flint_manifest_s {
   bool network;
   bool snapshot;             /* default true */
   uint64_t max_payload;      /* default 6 MiB */
+  uint32_t threads;          /* threads running invokes in a worker; 0 = max_concurrency */
   char *canary;              /* optional payload sent to a new replica before it takes traffic */
   flint_scale_t scale;
 } flint_manifest_t;

@@ -262,6 +262,7 @@ send_load (flint_replica_t *r)
   load.cpu_millis = m->resources.cpu_millis;
   load.max_concurrency = r->ep->scale.max_concurrency;
   load.max_payload = m->max_payload;
+  load.threads = m->threads;
   f.msg_case = FLINT__WORKER__V1__FRAME__MSG_LOAD;
   f.load = &load;
   send_worker (r, &f);

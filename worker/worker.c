@@ -1,10 +1,14 @@
 /* The worker's frame loop and the function ABI services (flint_output_write & co).
  *
- * Threading: the main thread owns the channel's read side. With max_concurrency == 1 (the
- * default) an invoke runs inline on the main thread: request in, result out, no thread hop on
- * the hot path. With more, invokes go to a fixed pool of executor threads and the main thread
- * keeps reading (cancels, pings). Frame writes from any thread are serialised by `wlock` and
- * go out with a single write(2) each.
+ * Threading: the main thread owns the channel's read side. With one invoke thread
+ * (max_concurrency 1, the default, or the manifest's `threads: 1`) invokes run inline on the
+ * main thread, one after another in arrival order: no thread hop on the hot path. flintd may
+ * pipeline up to max_concurrency requests into such a worker; every frame one recv(2) brought
+ * is handled before the results go out, together, in one write(2) (unless an invoke holds
+ * them back longer than RESULT_HOLD_NS), so a burst costs one wake-up and two system calls
+ * here rather than per request. With more threads, invokes go to a fixed pool of executor
+ * threads and the main thread keeps reading (cancels, pings). Frame writes from any thread
+ * are serialised by `wlock`.
  *
  * The worker is pid 1 of its pid namespace: it reaps orphans (SIGCHLD) and exits when flintd
  * closes the channel, which tears the whole sandbox down with it. */
@@ -38,6 +42,9 @@ typedef Flint__Worker__V1__Frame frame_t;
 #define MAX_WEIGHTS 64
 #define MAX_CONFIG 128
 #define MAX_INFLIGHT 1024
+/* How long results of invokes run on the main thread may wait for the other frames of the same
+ * read before they are written anyway (a slow function does not hold answers back). */
+#define RESULT_HOLD_NS 50000ull
 
 typedef struct weight_s {
   char *name;
@@ -102,6 +109,11 @@ struct flint_ctx_s {
   bool stopping;
 
   uint64_t completed;
+
+  /* Results of invokes run on the main thread, written together once the frames read in one go
+   * have been handled (main thread only). */
+  flint_buf_t obuf;
+  uint64_t obuf_since_ns;
 };
 
 /* ---- ABI services --------------------------------------------------------------------- */
@@ -322,13 +334,34 @@ flint_log_line (flint_ctx_t *ctx, const char *fmt, ...)
 
 /* ---- frames out ------------------------------------------------------------------------ */
 
+/* True on the thread that reads the channel (flint_worker_run's). */
+static __thread bool on_main_thread;
+
+/* Writes the results the main thread collected. Main thread only. */
+static int
+flush_results (flint_ctx_t *ctx)
+{
+  int r;
+
+  if (ctx->obuf.len == 0)
+    return 0;
+  pthread_mutex_lock (&ctx->wlock);
+  r = flint_write_all (ctx->chan, ctx->obuf.data, ctx->obuf.len);
+  pthread_mutex_unlock (&ctx->wlock);
+  flint_buf_reset (&ctx->obuf);
+  return r;
+}
+
 static int
 send_frame (flint_ctx_t *ctx, frame_t *f)
 {
   _cleanup_free_ uint8_t *buf = NULL;
   size_t n;
-  int r = flint_frame_encode (&f->base, UINT32_MAX, &buf, &n);
+  int r;
 
+  if (on_main_thread && (r = flush_results (ctx)) < 0)
+    return r;
+  r = flint_frame_encode (&f->base, UINT32_MAX, &buf, &n);
   if (r < 0)
     return r;
   pthread_mutex_lock (&ctx->wlock);
@@ -350,7 +383,12 @@ send_result (flint_ctx_t *ctx, uint64_t id, int code, const char *message, const
   res.data.len = len;
   f.msg_case = FLINT__WORKER__V1__FRAME__MSG_RESULT;
   f.result = &res;
-  return send_frame (ctx, &f);
+  if (!on_main_thread)
+    return send_frame (ctx, &f);
+  /* On the main thread the result waits for the other frames of this read (flush_results). */
+  if (ctx->obuf.len == 0)
+    ctx->obuf_since_ns = flint_now_ns ();
+  return flint_frame_encode_append (&f.base, UINT32_MAX, &ctx->obuf);
 }
 
 /* ---- invokes -------------------------------------------------------------------------- */
@@ -504,6 +542,7 @@ handle_load (flint_ctx_t *ctx, const Flint__Worker__V1__Load *load)
   frame_t f = FLINT__WORKER__V1__FRAME__INIT;
   flint_error_t err = FLINT_ERROR_INIT;
   uint64_t t0 = flint_now_ns ();
+  uint32_t threads;
   int r = -1;
 
   ctx->endpoint = xstrdup (load->endpoint);
@@ -547,11 +586,13 @@ handle_load (flint_ctx_t *ctx, const Flint__Worker__V1__Load *load)
         r = flint_error_set (&err, FLINT_EPRECONDITION, "init failed: %s",
                              ctx->error[0] ? ctx->error : "flint_init returned an error");
     }
-  if (r == 0 && ctx->max_concurrency > 1)
+  /* `threads` (default max_concurrency, never more): 1 runs invokes inline on this thread */
+  threads = load->threads && load->threads < ctx->max_concurrency ? load->threads : ctx->max_concurrency;
+  if (r == 0 && threads > 1)
     {
-      int e = start_executors (ctx, ctx->max_concurrency);
+      int e = start_executors (ctx, threads);
       if (e < 0)
-        r = flint_error_set_errno (&err, FLINT_EINTERNAL, e, "start %u executor threads", ctx->max_concurrency);
+        r = flint_error_set_errno (&err, FLINT_EINTERNAL, e, "start %u executor threads", threads);
     }
   loaded.ok = r == 0;
   loaded.error = r == 0 ? (char *) "" : err.msg;
@@ -737,6 +778,7 @@ flint_worker_run (int chan)
   if (ctx == NULL)
     return 70;
   ctx->chan = chan;
+  on_main_thread = true;
   pthread_mutex_init (&ctx->wlock, NULL);
   pthread_mutex_init (&ctx->weights_lock, NULL);
   pthread_mutex_init (&ctx->inflight_lock, NULL);
@@ -812,9 +854,12 @@ flint_worker_run (int chan)
                 {
                   enqueue_invoke (ctx, f);
                   f = NULL; /* the executor owns it now */
+                  break;
                 }
-              else
-                run_invoke (ctx, f->invoke);
+              /* results of this read wait for the rest of it, unless the invokes are slow */
+              if (ctx->obuf.len && flint_now_ns () - ctx->obuf_since_ns > RESULT_HOLD_NS)
+                (void) flush_results (ctx); /* a failure shows as end of stream below */
+              run_invoke (ctx, f->invoke);
               break;
             case FLINT__WORKER__V1__FRAME__MSG_CANCEL:
               cancel_invoke (ctx, f->cancel->request_id);
@@ -834,6 +879,9 @@ flint_worker_run (int chan)
           if (f)
             flint__worker__v1__frame__free_unpacked (f, NULL);
         }
+      /* every frame read so far is handled: its results go out in one write */
+      if (flush_results (ctx) < 0)
+        break; /* flintd is gone */
       if (r < 0)
         {
           fprintf (stderr, "flint-worker: oversized frame from flintd\n");
@@ -875,6 +923,7 @@ out:
   if (ctx->fn.unload)
     ctx->fn.unload (ctx);
   flint_frame_reader_free (&rd);
+  flint_buf_free (&ctx->obuf);
   ctx_free (ctx);
   return status;
 }

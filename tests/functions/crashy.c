@@ -3,7 +3,8 @@
  *   "alloc:MB" allocates and touches memory, "big:N" answers N bytes, "fail" fails the invoke,
  *   "env:NAME" answers an environment variable, "replica" its replica id, "count" a heap counter
  *   that survives snapshots, "restores" how often flint_after_restore ran in this process,
- *   "pid" its pid, "stream:N" N chunks; anything else is echoed. Its init fails when the config
+ *   "pid" its pid, "tid:MS" sleeps MS then answers "TID PID" (the invoking thread, the
+ *   process), "stream:N" N chunks; anything else is echoed. Its init fails when the config
  *   key `fail_init` or the environment variable FLINT_TEST_FAIL_INIT (a secret) is non-empty. */
 #include <flint/function.h>
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 FLINT_FUNCTION_ABI;
@@ -128,6 +130,11 @@ flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
     return reply (out, "%d", checkpoints);
   if (strcmp (cmd, "pid") == 0)
     return reply (out, "%d", (int) getpid ());
+  if (strncmp (cmd, "tid:", 4) == 0)
+    {
+      usleep ((useconds_t) atoi (cmd + 4) * 1000);
+      return reply (out, "%ld %d", (long) syscall (SYS_gettid), (int) getpid ());
+    }
   if (strncmp (cmd, "slowstream:", 11) == 0)
     {
       /* a chunk every 20 ms, ignoring cancellation: a client that leaves mid-stream must not

@@ -191,6 +191,55 @@ class Crashes(FlintTestCase):
             self.flintd.stub().Invoke(s.pb.InvokeRequest(endpoint="hanger", payload=b"sleep:3000"), timeout=0.5)
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
 
+    def test_one_invoke_thread_pipelines_and_a_hang_replaces_the_worker(self):
+        # `threads: 1` with max_concurrency 4: flintd sends up to 4 requests to the one replica
+        # and its main thread runs them one after another (executors would answer from other
+        # threads, in parallel)
+        s = stubs()
+        self.deploy_crashy("piped", "max_concurrency: 4\nthreads: 1\nmax_replicas: 1\ntimeout: 1500ms\n")
+        answers, errors = [], []
+
+        def call():
+            try:
+                answers.append(self.flintd.invoke("piped", "tid:150").payload.decode())
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        calls = [threading.Thread(target=call) for _ in range(4)]
+        for t in calls:
+            t.start()
+        for t in calls:
+            t.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(answers), 4)
+        for a in answers:
+            tid, pid = a.split()
+            self.assertEqual(tid, pid, "an invoke ran off the worker's main thread")
+        self.assertEqual(len(self.flintd.status("piped")["replicas"]), 1)
+        # a hung invoke holds up everything queued behind it in that worker: the worker is
+        # replaced at the deadline (as with max_concurrency 1), not kept with a stuck slot
+        rep1 = self.flintd.invoke("piped", "replica").payload
+        with self.assertRaises(s.grpc.RpcError) as cm:
+            self.flintd.invoke("piped", "hang")
+        self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertEqual(self.flintd.invoke("piped", "fine").payload, b"fine")
+        self.assertNotEqual(self.flintd.invoke("piped", "replica").payload, rep1)
+
+    def test_executor_threads_run_invokes_concurrently(self):
+        # the default (threads = max_concurrency): invokes run on the executor pool, in parallel
+        self.deploy_crashy("pooled", "max_concurrency: 4\nmax_replicas: 1\n")
+        answers = []
+        calls = [threading.Thread(target=lambda: answers.append(self.flintd.invoke("pooled", "tid:300").payload.decode()))
+                 for _ in range(4)]
+        for t in calls:
+            t.start()
+        for t in calls:
+            t.join(10)
+        self.assertEqual(len(answers), 4)
+        tids = {a.split()[0] for a in answers}
+        self.assertTrue(all(a.split()[0] != a.split()[1] for a in answers), answers)
+        self.assertGreater(len(tids), 1, answers)
+
     def test_client_leaving_a_stream_midway(self):
         # the function keeps streaming after the client cancelled: its chunks have nowhere to
         # go, and flintd must simply drop them

@@ -40,6 +40,15 @@ main (void)
   ok (parse ("name: big\nkind: llm\n", &m, &err) == 0 && m->resources.memory_bytes == 4ull << 30, "llm default 4Gi");
   flint_manifest_free (m);
 
+  ok (parse ("name: p\nfunction: p.so\nmax_concurrency: 32\nthreads: 1\n", &m, &err) == 0 && m->threads == 1
+          && m->scale.max_concurrency == 32,
+      "threads: 1 with a higher max_concurrency (pipelined into one invoke thread)");
+  flint_manifest_free (m);
+  ok (parse ("name: p\nfunction: p.so\n", &m, &err) == 0 && m->threads == 0, "threads unset: 0 (= max_concurrency)");
+  flint_manifest_free (m);
+  ok (parse ("name: p\nfunction: p.so\nthreads: 0\n", &m, &err) < 0, "threads: 0 rejected");
+  contains (err.msg, "field `threads`: must be at least 1", "%s", err.msg);
+
   ok (parse ("name: x\nfunction: f.so\nresources:\n  memory: lots\n", &m, &err) < 0, "bad size rejected");
   contains (err.msg, "dir/flint.yaml:4:11: field `memory`", "names file, line, column and field: %s", err.msg);
   ok (err.code == FLINT_EINVAL, "INVALID_ARGUMENT");

@@ -7,6 +7,8 @@
 #ifndef FLINT_FRAME_H
 #define FLINT_FRAME_H
 
+#include "flint/buf.h"
+
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +19,10 @@
 /* Serializes `msg` behind a frame header into a new heap buffer owned by the caller.
  * Returns 0 or -ENOMEM / -EMSGSIZE (over `max`). */
 int flint_frame_encode (const ProtobufCMessage *msg, size_t max, uint8_t **buf_out, size_t *len_out);
+
+/* Serializes `msg` as one frame appended to `b`, so that several frames leave in one write.
+ * Returns 0 or -EMSGSIZE (over `max`; `b` unchanged). */
+int flint_frame_encode_append (const ProtobufCMessage *msg, size_t max, flint_buf_t *b);
 
 /* Blocking send of one frame with optional fds (not closed). Returns 0 or -errno. */
 int flint_frame_send (int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds);
