@@ -149,22 +149,10 @@ list_rpc (flint_rpc_t *rpc, void *data)
 {
   flint_daemon_t *d = data;
   Flint__V1__ListEndpointsResponse resp = FLINT__V1__LIST_ENDPOINTS_RESPONSE__INIT;
-  Flint__V1__Endpoint **eps = calloc (d->endpoints.len + 1, sizeof *eps);
-  const char *key;
-  void *val;
-  size_t n = 0;
 
-  if (eps == NULL)
-    abort ();
-  for (size_t it = 0; flint_map_next (&d->endpoints, &it, &key, &val);)
-    if (!((flint_endpoint_t *) val)->deleting)
-      eps[n++] = flint__endpoint_proto (val, false);
-  resp.n_endpoints = n;
-  resp.endpoints = eps;
+  flint__endpoints_list_fill (d, &resp);
   finish_msg (rpc, &resp.base);
-  for (size_t i = 0; i < n; i++)
-    flint__v1__endpoint__free_unpacked (eps[i], NULL);
-  free (eps);
+  flint__endpoints_list_clear (&resp);
 }
 
 static void
