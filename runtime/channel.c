@@ -27,6 +27,7 @@ typedef struct out_s {
 } out_t;
 
 #define FDQ_MAX 32
+#define KEEP_CORK (256u << 10)  /* capacity of `cork` kept between iterations */
 
 struct flint_channel_s {
   uv_poll_t poll;
@@ -200,7 +201,11 @@ uncork (flint_channel_t *ch)
       off = n > 0 ? (size_t) n : 0;
       if (off == ch->cork.len)
         {
-          flint_buf_reset (&ch->cork); /* keeps the allocation for the next iteration */
+          /* keep a small allocation for the next iteration, not a large request's */
+          if (ch->cork.cap > KEEP_CORK)
+            flint_buf_free (&ch->cork);
+          else
+            flint_buf_reset (&ch->cork);
           return 0;
         }
     }

@@ -9,8 +9,9 @@
  * the loop only what it must see (a call arrived with its request flattened, a call was
  * cancelled, a client-streamed message) through one mutex-protected queue and a coalescing
  * uv_async; the first such event makes the loop take polling back. Replies are started from
- * the loop thread directly (grpc_call_start_batch is thread-safe). The measurements behind the
- * design: docs/BENCHMARKS.md (invoke) and ../shared/notes/grpc-core.md.
+ * the loop thread directly (grpc_call_start_batch is thread-safe), so a reply leaves in the
+ * loop iteration that produced it: one TCP sendmsg per reply, as in a bare C-core server. The
+ * measurements behind the design: docs/BENCHMARKS.md (invoke) and ../shared/notes/grpc-core.md.
  *
  * Ownership: a flint_rpc_t belongs to the loop from its arrival callback until the loop calls
  * flint_rpc_finish() on it (exactly once); after that the loop must not touch it. The bridge

@@ -45,6 +45,8 @@ typedef Flint__Worker__V1__Frame frame_t;
 /* How long results of invokes run on the main thread may wait for the other frames of the same
  * read before they are written anyway (a slow function does not hold answers back). */
 #define RESULT_HOLD_NS 50000ull
+/* Capacity of the result buffer kept between writes. */
+#define KEEP_OBUF (256u << 10)
 
 typedef struct weight_s {
   char *name;
@@ -349,7 +351,10 @@ flush_results (flint_ctx_t *ctx)
   pthread_mutex_lock (&ctx->wlock);
   r = flint_write_all (ctx->chan, ctx->obuf.data, ctx->obuf.len);
   pthread_mutex_unlock (&ctx->wlock);
-  flint_buf_reset (&ctx->obuf);
+  if (ctx->obuf.cap > KEEP_OBUF)
+    flint_buf_free (&ctx->obuf); /* a large answer's buffer is not kept for the small ones */
+  else
+    flint_buf_reset (&ctx->obuf);
   return r;
 }
 

@@ -211,7 +211,7 @@ def main():
         out = []
         out.append("Warm `examples/echo` (64-byte payload), sandboxed worker, TCP loopback; load from h2load (a "
                    "separate process), %d round(s) of %.0f s per cell, targets alternating, medians. The endpoint ran "
-                   "%d ready replica(s) (default knobs: max_concurrency 1, max_replicas 4)." % (args.rounds,
+                   "%d ready replica(s) (examples/echo's manifest: max_concurrency 32, threads 1, max_replicas 4)." % (args.rounds,
                                                                                                 args.seconds, replicas))
         out.append("")
         out.append("| target | serial p50 µs | serial p99 µs | serial req/s | 16 in flight req/s | 16 in flight p50 / p99 µs |")
