@@ -16,16 +16,20 @@
  * moment: everything handle_event() touches is safe from either thread, and a cancellation
  * that overtakes its call's arrival is held until the arrival has been delivered.
  *
- * A unary call costs three batches: the armed request, RECV_CLOSE_ON_SERVER started at arrival
- * (so that a client's cancel reaches a function still running), and the reply (initial
- * metadata, message and status together). A bare C-core server that ignores cancellation
- * folds the second into the third; measured at 16 calls in flight (docs/BENCHMARKS.md,
- * invoke), flintd's gRPC side costs about what that server's does, and C core's own work plus
- * one TCP sendmsg per reply dominate both. While the loop polls, an iteration that finds
- * nothing costs an epoll_wait in libuv, one inside gRPC and a sched_yield; under saturation
- * such iterations vanish (about two system calls per call in all). */
+ * A unary call answered within WATCH_MS costs two batches, as in a bare C-core server: the
+ * armed request, and the reply (initial metadata, message, status) carrying the call's
+ * RECV_CLOSE_ON_SERVER. Only a call still running after WATCH_MS starts RECV_CLOSE_ON_SERVER on
+ * its own (watch_cb), so that a client's cancel reaches a request that waits in the activator
+ * queue or runs in a worker; streaming calls start it at arrival. Starting it at arrival for
+ * every call cost an extra batch and completion per call: measured at 16 calls in flight, about
+ * a fifth of the throughput (docs/BENCHMARKS.md, invoke). With it, flintd's gRPC side costs
+ * about what the bare server's does; C core's own work and one TCP sendmsg per reply dominate
+ * both. While the loop polls, an iteration that finds nothing costs an epoll_wait in libuv, one
+ * inside gRPC and a sched_yield; under saturation such iterations vanish (about two system
+ * calls per call in all). */
 #include "grpc_server.h"
 #include "flint/cleanup.h"
+#include "flint/list.h"
 #include "flint/util.h"
 
 #include <grpc/byte_buffer.h>
@@ -47,6 +51,10 @@
  * on a loaded 2-core machine (tens of µs), short enough that an idle flintd spins for
  * nothing noticeable. */
 #define SPIN_NS 300000ull
+
+/* A unary call still unanswered this long after its arrival starts watching for the client's
+ * cancel (RECV_CLOSE_ON_SERVER); one answered sooner receives the close with its reply. */
+#define WATCH_MS 1
 
 typedef enum tag_kind_e {
   TAG_NEW,       /* request_registered_call completed: a call arrived */
@@ -75,6 +83,7 @@ typedef struct send_item_s {
   struct send_item_s *next;
   grpc_byte_buffer *msg;    /* NULL for a status-only item */
   bool final;
+  bool recv_close;          /* the call's RECV_CLOSE_ON_SERVER goes with this (final) batch */
   int code;
 } send_item_t;
 
@@ -125,6 +134,9 @@ struct flint_rpc_s {
   void *data;
 
   /* loop thread only */
+  bool close_armed;         /* RECV_CLOSE_ON_SERVER started (always, except for young unary calls) */
+  flint_list_t watch_link;  /* in srv->watch while a unary call has not armed it yet */
+  uint64_t arrived_ns;
   bool arrived;             /* the arrival callback ran */
   bool cancel_held;         /* a cancellation overtook the arrival (two pollers): deliver after */
 };
@@ -151,6 +163,10 @@ struct flint_grpc_server_s {
   pthread_cond_t park_cv;
   uv_idle_t *idle;          /* the loop's polling; separately allocated like async */
   uint64_t last_event_ns;   /* loop thread: last gRPC event it handled */
+
+  /* unary calls not yet watching for cancellation, oldest first (loop thread) */
+  flint_list_t watch;
+  uv_timer_t *watch_timer;  /* separately allocated like async */
 };
 
 /* ---- rpc lifetime -------------------------------------------------------------------- */
@@ -210,6 +226,7 @@ rpc_new (method_t *m)
   rpc->tag_recv = (tag_t) { TAG_RECV, rpc };
   rpc->ev_arrived = (event_t) { .kind = EV_ARRIVED, .rpc = rpc, .embedded = true };
   rpc->ev_cancelled = (event_t) { .kind = EV_CANCELLED, .rpc = rpc, .embedded = true };
+  flint_list_init (&rpc->watch_link);
   atomic_init (&rpc->refs, 1); /* the pending request */
   atomic_fetch_add (&m->srv->live_rpcs, 1);
   return rpc;
@@ -236,6 +253,54 @@ request_call (method_t *m)
 
 static void loop_poll_begin (flint_grpc_server_t *srv);
 
+/* Starts watching for closure / cancellation (RECV_CLOSE_ON_SERVER). Any thread for a new
+ * streaming call; the loop thread for a unary one. */
+static void
+arm_close (flint_rpc_t *rpc)
+{
+  grpc_op op;
+
+  rpc->close_armed = true;
+  memset (&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  op.data.recv_close_on_server.cancelled = &rpc->close_cancelled;
+  rpc_ref (rpc);
+  if (grpc_call_start_batch (rpc->call, &op, 1, &rpc->tag_close, NULL) != GRPC_CALL_OK)
+    atomic_fetch_sub (&rpc->refs, 1);
+}
+
+/* Loop thread: arms the watch of every unary call older than WATCH_MS. */
+static void
+watch_cb (uv_timer_t *t)
+{
+  flint_grpc_server_t *srv = t->data;
+  uint64_t now = flint_now_ns ();
+
+  while (!flint_list_empty (&srv->watch))
+    {
+      flint_rpc_t *rpc = flint_list_entry (srv->watch.next, flint_rpc_t, watch_link);
+      if (now - rpc->arrived_ns < WATCH_MS * 1000000ull)
+        break;
+      flint_list_remove (&rpc->watch_link);
+      arm_close (rpc);
+    }
+  if (flint_list_empty (&srv->watch))
+    uv_timer_stop (t);
+}
+
+/* Loop thread: a unary call starts its life unwatched (most are answered within WATCH_MS, and
+ * then the close comes with the reply: one batch and one completion fewer per call). */
+static void
+watch_later (flint_rpc_t *rpc)
+{
+  flint_grpc_server_t *srv = rpc->srv;
+
+  rpc->arrived_ns = flint_now_ns ();
+  flint_list_insert_tail (&srv->watch, &rpc->watch_link);
+  if (srv->watch_timer && !uv_is_active ((uv_handle_t *) srv->watch_timer))
+    uv_timer_start (srv->watch_timer, watch_cb, WATCH_MS, WATCH_MS);
+}
+
 /* Runs one event's callback on the loop thread and drops the reference the event held. */
 static void
 deliver (event_t *ev)
@@ -247,6 +312,8 @@ deliver (event_t *ev)
     {
     case EV_ARRIVED:
       rpc->arrived = true;
+      if (!rpc->close_armed)
+        watch_later (rpc);
       if (!rpc->cancel_held)
         {
           rpc->method->cb (rpc, rpc->method->data); /* may finish, and so free, the rpc */
@@ -352,7 +419,7 @@ async_cb (uv_async_t *h)
 static void
 pump_sends_locked (flint_rpc_t *rpc)
 {
-  grpc_op ops[3];
+  grpc_op ops[4];
   size_t n = 0;
   send_item_t *it;
 
@@ -380,6 +447,12 @@ pump_sends_locked (flint_rpc_t *rpc)
       ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
       ops[n].data.send_status_from_server.status = (grpc_status_code) it->code;
       ops[n].data.send_status_from_server.status_details = rpc->have_details ? &rpc->status_details : NULL;
+      n++;
+    }
+  if (it->recv_close)
+    {
+      ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+      ops[n].data.recv_close_on_server.cancelled = &rpc->close_cancelled;
       n++;
     }
   rpc->in_flight = it;
@@ -451,7 +524,6 @@ static void
 on_new_call (flint_rpc_t *rpc, bool ok, bool on_loop)
 {
   method_t *m = rpc->method;
-  grpc_op op;
 
   if (!ok)
     {
@@ -460,13 +532,10 @@ on_new_call (flint_rpc_t *rpc, bool ok, bool on_loop)
     }
   request_call (m); /* keep one request armed per arrival */
 
-  /* Learn about closure / cancellation. */
-  memset (&op, 0, sizeof op);
-  op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-  op.data.recv_close_on_server.cancelled = &rpc->close_cancelled;
-  rpc_ref (rpc);
-  if (grpc_call_start_batch (rpc->call, &op, 1, &rpc->tag_close, NULL) != GRPC_CALL_OK)
-    atomic_fetch_sub (&rpc->refs, 1);
+  /* Learn about closure / cancellation: streams at once, unary calls once the loop sees them
+   * still running after WATCH_MS (watch_later), or with their reply. */
+  if (m->kind != FLINT_RPC_UNARY)
+    arm_close (rpc);
 
   if (m->kind != FLINT_RPC_CLIENT_STREAM)
     {
@@ -671,6 +740,16 @@ flint_grpc_server_new (uv_loop_t *loop, const flint_grpc_opts_t *opts, flint_grp
       return flint_error_set (err, FLINT_EINTERNAL, "uv_idle_init failed");
     }
   srv->idle->data = srv;
+  flint_list_init (&srv->watch);
+  srv->watch_timer = calloc (1, sizeof *srv->watch_timer);
+  if (srv->watch_timer == NULL || uv_timer_init (loop, srv->watch_timer) < 0)
+    {
+      free (srv->watch_timer);
+      srv->watch_timer = NULL;
+      flint_grpc_server_free (srv);
+      return flint_error_set (err, FLINT_EINTERNAL, "uv_timer_init failed");
+    }
+  srv->watch_timer->data = srv;
   *out = srv;
   return 0;
 }
@@ -743,6 +822,17 @@ flint_grpc_server_free (flint_grpc_server_t *srv)
   atomic_store (&srv->shutting_down, true);
   if (srv->idle)
     loop_poll_end (srv); /* the CQ thread drains what shutting down completes */
+  if (srv->watch_timer)
+    {
+      /* unary calls the loop still holds learn of their cancellation like the others */
+      while (!flint_list_empty (&srv->watch))
+        {
+          flint_rpc_t *rpc = flint_list_entry (srv->watch.next, flint_rpc_t, watch_link);
+          flint_list_remove (&rpc->watch_link);
+          arm_close (rpc);
+        }
+      uv_timer_stop (srv->watch_timer);
+    }
   if (srv->server)
     {
       srv->tag_shutdown.kind = TAG_SHUTDOWN;
@@ -781,6 +871,8 @@ flint_grpc_server_free (flint_grpc_server_t *srv)
     uv_close ((uv_handle_t *) srv->async, handle_closed_cb);
   if (srv->idle)
     uv_close ((uv_handle_t *) srv->idle, handle_closed_cb);
+  if (srv->watch_timer)
+    uv_close ((uv_handle_t *) srv->watch_timer, handle_closed_cb);
   pthread_mutex_destroy (&srv->evlock);
   pthread_mutex_destroy (&srv->park_mu);
   pthread_cond_destroy (&srv->park_cv);
@@ -895,6 +987,12 @@ flint_rpc_finish (flint_rpc_t *rpc, int code, const char *details, const void *r
     abort ();
   it->final = true;
   it->code = code;
+  if (!rpc->close_armed)
+    {
+      /* never watched: the close is received with the reply */
+      flint_list_remove (&rpc->watch_link);
+      it->recv_close = true;
+    }
   if (reply && code == 0)
     it->msg = make_buffer (reply, len);
   pthread_mutex_lock (&rpc->mu);

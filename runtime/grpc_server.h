@@ -8,7 +8,10 @@
  * (re-arming call requests, tracking closure, pacing streamed writes, freeing calls) and sends
  * the loop only what it must see (a call arrived with its request flattened, a call was
  * cancelled, a client-streamed message) through one mutex-protected queue and a coalescing
- * uv_async; the first such event makes the loop take polling back. Replies are started from
+ * uv_async; the first such event makes the loop take polling back. A unary call starts
+ * watching for the client's cancel only when it is still unanswered after about a millisecond
+ * (one answered sooner receives its close with the reply, one gRPC batch fewer): a cancel
+ * reaches the loop at most that much later than it happened. Replies are started from
  * the loop thread directly (grpc_call_start_batch is thread-safe), so a reply leaves in the
  * loop iteration that produced it: one TCP sendmsg per reply, as in a bare C-core server. The
  * measurements behind the design: docs/BENCHMARKS.md (invoke) and ../shared/notes/grpc-core.md.
@@ -74,13 +77,15 @@ const uint8_t *flint_rpc_request (const flint_rpc_t *rpc, size_t *len_out);
 uint64_t flint_rpc_deadline_ns (const flint_rpc_t *rpc);
 /* The gRPC method path, for logs. */
 const char *flint_rpc_method (const flint_rpc_t *rpc);
-/* True once the client has cancelled (or the call otherwise ended before finish). */
+/* True once the client has cancelled (or the call otherwise ended before finish); for a unary
+ * call, noticed only once it has been running for about a millisecond. */
 bool flint_rpc_cancelled (const flint_rpc_t *rpc);
 
 void flint_rpc_set_data (flint_rpc_t *rpc, void *data);
 void *flint_rpc_data (const flint_rpc_t *rpc);
 
-/* Called on the loop if the client cancels before finish. At most once. */
+/* Called on the loop if the client cancels before finish. At most once. For a unary call, a
+ * cancel in its first millisecond is reported when that millisecond is over. */
 void flint_rpc_on_cancel (flint_rpc_t *rpc, flint_rpc_cancel_cb cb, void *data);
 
 /* Client streaming: asks for the next message; `cb` runs on the loop with it. One outstanding

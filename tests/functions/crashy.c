@@ -4,7 +4,8 @@
  *   "env:NAME" answers an environment variable, "replica" its replica id, "count" a heap counter
  *   that survives snapshots, "restores" how often flint_after_restore ran in this process,
  *   "pid" its pid, "tid:MS" sleeps MS then answers "TID PID" (the invoking thread, the
- *   process), "stream:N" N chunks; anything else is echoed. Its init fails when the config
+ *   process), "waitcancel" waits up to 10 s for flint_output_cancelled() and "cancels" answers
+ *   how many such waits saw it, "stream:N" N chunks; anything else is echoed. Its init fails when the config
  *   key `fail_init` or the environment variable FLINT_TEST_FAIL_INIT (a secret) is non-empty. */
 #include <flint/function.h>
 
@@ -21,6 +22,7 @@ FLINT_FUNCTION_ABI;
 
 static unsigned long *counter;   /* on the heap on purpose: snapshots must carry it */
 static int restores;
+static int cancels_seen;
 static int checkpoints;
 
 int
@@ -130,6 +132,16 @@ flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
     return reply (out, "%d", checkpoints);
   if (strcmp (cmd, "pid") == 0)
     return reply (out, "%d", (int) getpid ());
+  if (strcmp (cmd, "waitcancel") == 0)
+    {
+      for (int i = 0; i < 1000 && !flint_output_cancelled (out); i++)
+        usleep (10000);
+      if (flint_output_cancelled (out))
+        __atomic_add_fetch (&cancels_seen, 1, __ATOMIC_RELAXED);
+      return reply (out, "waited");
+    }
+  if (strcmp (cmd, "cancels") == 0)
+    return reply (out, "%d", __atomic_load_n (&cancels_seen, __ATOMIC_RELAXED));
   if (strncmp (cmd, "tid:", 4) == 0)
     {
       usleep ((useconds_t) atoi (cmd + 4) * 1000);

@@ -225,6 +225,18 @@ class Crashes(FlintTestCase):
         self.assertEqual(self.flintd.invoke("piped", "fine").payload, b"fine")
         self.assertNotEqual(self.flintd.invoke("piped", "replica").payload, rep1)
 
+    def test_client_cancel_reaches_a_running_unary_invoke(self):
+        # flintd watches a unary call for the client's cancel only once it has run for about a
+        # millisecond; a cancel after that must still reach the function (executor threads)
+        self.deploy_crashy("cancelme", "max_concurrency: 2\nmax_replicas: 1\n")
+        self.assertEqual(self.flintd.invoke("cancelme", "cancels").payload, b"0")
+        call = self.flintd.stub().Invoke.future(stubs().pb.InvokeRequest(endpoint="cancelme", payload=b"waitcancel"),
+                                                timeout=30)
+        time.sleep(0.5)  # the replica is warm: the invoke is running in the worker by now
+        call.cancel()
+        self.flintd.wait_for(lambda: self.flintd.invoke("cancelme", "cancels").payload == b"1", timeout=8,
+                             what="the function to see the cancel")
+
     def test_executor_threads_run_invokes_concurrently(self):
         # the default (threads = max_concurrency): invokes run on the executor pool, in parallel
         self.deploy_crashy("pooled", "max_concurrency: 4\nmax_replicas: 1\n")
