@@ -864,6 +864,11 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
       mk[nmeta] = dkv[i].key, mv[nmeta] = dkv[i].value;
     /* CRIU's logs are not part of the image (and would fail its verification once appended to) */
     unlinkat (imgfd, "stats-dump", 0);
+    /* Nor is the cgroup record: restores ignore it (the replica is born in its slot's cgroup and
+     * cgroup namespace), but its mere presence makes every restore fork a helper (cgroupd) that
+     * only moves threads whose cgroups differ from their process's, which a worker's cannot:
+     * the sandbox shows no cgroup filesystem and nothing else moves them. */
+    unlinkat (imgfd, "cgroup.img", 0);
     if (flint_image_meta_write (req->image_dir, mk, mv, nmeta, &err) < 0
         || (n = flint_image_list (req->image_dir, &files, &total, &err)) < 0)
       {
