@@ -433,3 +433,19 @@ flint_format_size (uint64_t bytes, char *buf, size_t len)
   else
     snprintf (buf, len, "%.1f %s", v, units[u]);
 }
+
+bool
+flint_fault_listed (const char *list, const char *point)
+{
+  size_t n = strlen (point);
+
+  for (const char *p = list; p && *p;)
+    {
+      if (strncmp (p, point, n) == 0 && (p[n] == '\0' || p[n] == ','))
+        return true;
+      p = strchr (p, ',');
+      if (p)
+        p++;
+    }
+  return false;
+}

@@ -12,6 +12,11 @@
  * flint__v1__endpoint__free_unpacked(msg, NULL). `detailed` adds replicas, versions, timings. */
 Flint__V1__Endpoint *flint__endpoint_proto (flint_endpoint_t *ep, bool detailed);
 
+/* Fills `resp` with every endpoint not being deleted (summaries, as ListEndpoints returns
+ * them); the messages are owned by `resp` until flint__endpoints_list_clear. */
+void flint__endpoints_list_fill (flint_daemon_t *d, Flint__V1__ListEndpointsResponse *resp);
+void flint__endpoints_list_clear (Flint__V1__ListEndpointsResponse *resp);
+
 /* Applies a ScaleRequest to `ep` (validated as a whole first; nothing changes on error),
  * persists it, and lets the autoscaler act on it at once. */
 int flint__api_apply_scale (flint_endpoint_t *ep, const Flint__V1__ScaleRequest *req, flint_error_t *err);

@@ -142,6 +142,20 @@ invoke_stream_rpc (flint_rpc_t *rpc, void *data)
   invoke_common (rpc, data, true);
 }
 
+/* The endpoint called `name`, or NULL after answering NOT_FOUND (deleted ones included). */
+static flint_endpoint_t *
+find_endpoint (flint_daemon_t *d, flint_rpc_t *rpc, const char *name)
+{
+  flint_endpoint_t *ep = flint__endpoint_get (d, name);
+  char msg[200];
+
+  if (ep && !ep->deleting)
+    return ep;
+  snprintf (msg, sizeof msg, "endpoint `%.150s` not found", name);
+  finish_err (rpc, FLINT_ENOTFOUND, msg);
+  return NULL;
+}
+
 /* ---- endpoints ----------------------------------------------------------------------------- */
 
 static void
@@ -149,22 +163,10 @@ list_rpc (flint_rpc_t *rpc, void *data)
 {
   flint_daemon_t *d = data;
   Flint__V1__ListEndpointsResponse resp = FLINT__V1__LIST_ENDPOINTS_RESPONSE__INIT;
-  Flint__V1__Endpoint **eps = calloc (d->endpoints.len + 1, sizeof *eps);
-  const char *key;
-  void *val;
-  size_t n = 0;
 
-  if (eps == NULL)
-    abort ();
-  for (size_t it = 0; flint_map_next (&d->endpoints, &it, &key, &val);)
-    if (!((flint_endpoint_t *) val)->deleting)
-      eps[n++] = flint__endpoint_proto (val, false);
-  resp.n_endpoints = n;
-  resp.endpoints = eps;
+  flint__endpoints_list_fill (d, &resp);
   finish_msg (rpc, &resp.base);
-  for (size_t i = 0; i < n; i++)
-    flint__v1__endpoint__free_unpacked (eps[i], NULL);
-  free (eps);
+  flint__endpoints_list_clear (&resp);
 }
 
 static void
@@ -172,15 +174,9 @@ get_rpc (flint_rpc_t *rpc, void *data)
 {
   flint_daemon_t *d = data;
   UNPACK_OR_FAIL (Flint__V1__GetEndpointRequest, flint__v1__get_endpoint_request__unpack, rpc, in);
-  flint_endpoint_t *ep = flint__endpoint_get (d, in->name);
+  flint_endpoint_t *ep = find_endpoint (d, rpc, in->name);
 
-  if (ep == NULL || ep->deleting)
-    {
-      char msg[200];
-      snprintf (msg, sizeof msg, "endpoint `%s` not found", in->name);
-      finish_err (rpc, FLINT_ENOTFOUND, msg);
-    }
-  else
+  if (ep != NULL)
     {
       Flint__V1__Endpoint *msg = flint__endpoint_proto (ep, true);
       finish_msg (rpc, &msg->base);
@@ -194,16 +190,12 @@ delete_rpc (flint_rpc_t *rpc, void *data)
 {
   flint_daemon_t *d = data;
   UNPACK_OR_FAIL (Flint__V1__DeleteEndpointRequest, flint__v1__delete_endpoint_request__unpack, rpc, in);
-  flint_endpoint_t *ep = flint__endpoint_get (d, in->name);
+  flint_endpoint_t *ep = find_endpoint (d, rpc, in->name);
   flint_error_t err = FLINT_ERROR_INIT;
   uint64_t n = 0;
 
-  if (ep == NULL || ep->deleting)
-    {
-      char msg[200];
-      snprintf (msg, sizeof msg, "endpoint `%s` not found", in->name);
-      finish_err (rpc, FLINT_ENOTFOUND, msg);
-    }
+  if (ep == NULL)
+    ; /* answered NOT_FOUND */
   else if (ep->deploying)
     {
       char msg[200];
@@ -226,15 +218,11 @@ scale_rpc (flint_rpc_t *rpc, void *data)
 {
   flint_daemon_t *d = data;
   UNPACK_OR_FAIL (Flint__V1__ScaleRequest, flint__v1__scale_request__unpack, rpc, in);
-  flint_endpoint_t *ep = flint__endpoint_get (d, in->name);
+  flint_endpoint_t *ep = find_endpoint (d, rpc, in->name);
   flint_error_t err = FLINT_ERROR_INIT;
 
-  if (ep == NULL || ep->deleting)
-    {
-      char msg[200];
-      snprintf (msg, sizeof msg, "endpoint `%s` not found", in->name);
-      finish_err (rpc, FLINT_ENOTFOUND, msg);
-    }
+  if (ep == NULL)
+    ; /* answered NOT_FOUND */
   else if (flint__api_apply_scale (ep, in, &err) < 0)
     finish_err (rpc, err.code, err.msg);
   else
@@ -251,15 +239,9 @@ drain_rpc (flint_rpc_t *rpc, void *data)
 {
   flint_daemon_t *d = data;
   UNPACK_OR_FAIL (Flint__V1__DrainRequest, flint__v1__drain_request__unpack, rpc, in);
-  flint_endpoint_t *ep = flint__endpoint_get (d, in->name);
+  flint_endpoint_t *ep = find_endpoint (d, rpc, in->name);
 
-  if (ep == NULL || ep->deleting)
-    {
-      char msg[200];
-      snprintf (msg, sizeof msg, "endpoint `%s` not found", in->name);
-      finish_err (rpc, FLINT_ENOTFOUND, msg);
-    }
-  else
+  if (ep != NULL)
     {
       Flint__V1__DrainResponse resp = FLINT__V1__DRAIN_RESPONSE__INIT;
       resp.stopped = flint__endpoint_drain (ep);

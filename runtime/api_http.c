@@ -282,40 +282,50 @@ handle_list (flint_http_t *http, h2o_req_t *req)
 {
   flint_daemon_t *d = http->d;
   Flint__V1__ListEndpointsResponse resp = FLINT__V1__LIST_ENDPOINTS_RESPONSE__INIT;
-  Flint__V1__Endpoint **eps = calloc (d->endpoints.len + 1, sizeof *eps);
-  const char *key;
-  void *val;
-  size_t n = 0;
 
-  if (eps == NULL)
-    abort ();
-  for (size_t it = 0; flint_map_next (&d->endpoints, &it, &key, &val);)
-    if (!((flint_endpoint_t *) val)->deleting)
-      eps[n++] = flint__endpoint_proto (val, false);
-  resp.n_endpoints = n;
-  resp.endpoints = eps;
+  flint__endpoints_list_fill (d, &resp);
   send_message_json (req, &resp.base);
-  for (size_t i = 0; i < n; i++)
-    flint__v1__endpoint__free_unpacked (eps[i], NULL);
-  free (eps);
+  flint__endpoints_list_clear (&resp);
+}
+
+/* The endpoint called `name`, or NULL after answering 404 (deleted ones included). */
+static flint_endpoint_t *
+find_endpoint (flint_http_t *http, h2o_req_t *req, const char *name)
+{
+  flint_endpoint_t *ep = flint__endpoint_get (http->d, name);
+  char msg[200];
+
+  if (ep && !ep->deleting)
+    return ep;
+  snprintf (msg, sizeof msg, "endpoint `%.150s` not found", name);
+  send_error (req, 404, FLINT_ENOTFOUND, msg, NULL);
+  return NULL;
 }
 
 static void
 handle_get (flint_http_t *http, h2o_req_t *req, const char *name)
 {
-  flint_endpoint_t *ep = flint__endpoint_get (http->d, name);
+  flint_endpoint_t *ep = find_endpoint (http, req, name);
   Flint__V1__Endpoint *m;
 
-  if (ep == NULL || ep->deleting)
-    {
-      char msg[200];
-      snprintf (msg, sizeof msg, "endpoint `%s` not found", name);
-      send_error (req, 404, FLINT_ENOTFOUND, msg, NULL);
-      return;
-    }
+  if (ep == NULL)
+    return;
   m = flint__endpoint_proto (ep, true);
   send_message_json (req, &m->base);
   flint__v1__endpoint__free_unpacked (m, NULL);
+}
+
+/* POST :drain, as `flint drain`: running replicas stop now, the next request scales from zero. */
+static void
+handle_drain (flint_http_t *http, h2o_req_t *req, const char *name)
+{
+  flint_endpoint_t *ep = find_endpoint (http, req, name);
+  Flint__V1__DrainResponse resp = FLINT__V1__DRAIN_RESPONSE__INIT;
+
+  if (ep == NULL)
+    return;
+  resp.stopped = flint__endpoint_drain (ep);
+  send_message_json (req, &resp.base);
 }
 
 static void
@@ -348,6 +358,7 @@ on_req (h2o_handler_t *self, h2o_req_t *req)
     case FLINT_HTTP_INVOKE: handle_invoke (http, req, &route); break;
     case FLINT_HTTP_LIST: handle_list (http, req); break;
     case FLINT_HTTP_GET: handle_get (http, req, route.endpoint); break;
+    case FLINT_HTTP_DRAIN: handle_drain (http, req, route.endpoint); break;
     case FLINT_HTTP_METRICS: handle_metrics (http, req); break;
     case FLINT_HTTP_HEALTHZ:
       if (http->d->shutting_down)

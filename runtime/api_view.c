@@ -350,3 +350,30 @@ flint__api_watch_shutdown (flint_daemon_t *d)
       d->health_watch[i] = NULL;
     }
 }
+
+void
+flint__endpoints_list_fill (flint_daemon_t *d, Flint__V1__ListEndpointsResponse *resp)
+{
+  Flint__V1__Endpoint **eps = calloc (d->endpoints.len + 1, sizeof *eps);
+  const char *key;
+  void *val;
+  size_t n = 0;
+
+  if (eps == NULL)
+    abort ();
+  for (size_t it = 0; flint_map_next (&d->endpoints, &it, &key, &val);)
+    if (!((flint_endpoint_t *) val)->deleting)
+      eps[n++] = flint__endpoint_proto (val, false);
+  resp->n_endpoints = n;
+  resp->endpoints = eps;
+}
+
+void
+flint__endpoints_list_clear (Flint__V1__ListEndpointsResponse *resp)
+{
+  for (size_t i = 0; i < resp->n_endpoints; i++)
+    flint__v1__endpoint__free_unpacked (resp->endpoints[i], NULL);
+  free (resp->endpoints);
+  resp->endpoints = NULL;
+  resp->n_endpoints = 0;
+}

@@ -197,10 +197,13 @@ flint_http_route_parse (const char *method, size_t method_len, const char *targe
         {
           const char *verb = colon + 1;
           size_t vlen = rlen - nlen - 1;
-          if (!span_is (verb, vlen, "invoke"))
-            return bad (err, 404, FLINT_ENOTFOUND, "unknown method `:%s` (the endpoint method is `:invoke`)",
+          if (span_is (verb, vlen, "invoke"))
+            out->kind = FLINT_HTTP_INVOKE;
+          else if (span_is (verb, vlen, "drain"))
+            out->kind = FLINT_HTTP_DRAIN;
+          else
+            return bad (err, 404, FLINT_ENOTFOUND, "unknown method `:%s` (endpoints have `:invoke` and `:drain`)",
                         shown (tmp, sizeof tmp, verb, vlen));
-          out->kind = FLINT_HTTP_INVOKE;
         }
       else
         out->kind = FLINT_HTTP_GET;
@@ -212,9 +215,10 @@ flint_http_route_parse (const char *method, size_t method_len, const char *targe
   else
     return bad (err, 404, FLINT_ENOTFOUND, "no such path `%s` (see docs/HTTP.md)", shown (tmp, sizeof tmp, target, plen));
 
-  if (out->kind == FLINT_HTTP_INVOKE ? !span_is (method, method_len, "POST") : !get_like)
+  bool post = out->kind == FLINT_HTTP_INVOKE || out->kind == FLINT_HTTP_DRAIN;
+  if (post ? !span_is (method, method_len, "POST") : !get_like)
     {
-      *allow_out = out->kind == FLINT_HTTP_INVOKE ? "POST" : "GET, HEAD";
+      *allow_out = post ? "POST" : "GET, HEAD";
       return bad (err, 405, FLINT_EUNIMPLEMENTED, "method `%s` is not allowed here",
                   shown (tmp, sizeof tmp, method, method_len));
     }

@@ -18,11 +18,12 @@ typedef enum flint_http_route_kind_e {
   FLINT_HTTP_GET,         /* GET /v1/endpoints/{name} */
   FLINT_HTTP_HEALTHZ,     /* GET /healthz */
   FLINT_HTTP_METRICS,     /* GET /metrics */
+  FLINT_HTTP_DRAIN,       /* POST /v1/endpoints/{name}:drain */
 } flint_http_route_kind_t;
 
 typedef struct flint_http_route_s {
   flint_http_route_kind_t kind;
-  char endpoint[64];      /* a valid endpoint name (INVOKE, GET) */
+  char endpoint[64];      /* a valid endpoint name (INVOKE, GET, DRAIN) */
   bool stream;            /* INVOKE: answer with the function's chunks as they come */
   uint64_t timeout_ms;    /* INVOKE: the client's deadline, 0 = none */
 } flint_http_route_t;

@@ -627,7 +627,7 @@ build_env (flint_replica_t *r, size_t *n_out, flint_error_t *err)
       const char *v = getenv (pass[i]);
       /* LeakSanitizer stops the world with ptrace, which the sandbox's seccomp filter denies:
        * in a sandbox it dies with "fatal error" and turns every exit status into 1. Workers'
-       * leaks are checked by the unsandboxed tests instead. */
+       * leaks are checked outside sandboxes (tests/integration/test_worker_leaks.py). */
       const char *nolsan = r->d->cfg.isolate && strcmp (pass[i], "ASAN_OPTIONS") == 0 ? ":detect_leaks=0" : "";
       if (v && asprintf (&env[n++], "%s=%s%s", pass[i], v, nolsan) < 0)
         abort ();

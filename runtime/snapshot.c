@@ -65,18 +65,7 @@ xstrdup (const char *s)
 bool
 flint__fault (const flint_daemon_t *d, const char *point)
 {
-  size_t n = strlen (point);
-  const char *p = d->fault;
-
-  while (p && *p)
-    {
-      if (strncmp (p, point, n) == 0 && (p[n] == '\0' || p[n] == ','))
-        return true;
-      p = strchr (p, ',');
-      if (p)
-        p++;
-    }
-  return false;
+  return flint_fault_listed (d->fault, point);
 }
 
 static bool

@@ -4,6 +4,7 @@
 
 #include "cgroup.h"
 #include "sandbox.h"
+#include "flint/util.h"
 
 #include <linux/filter.h>
 #include <string.h>
@@ -42,7 +43,7 @@ struct flint_sandbox_s {
 #define FLINT_FAULT_HERE(node, point)                                                   \
   do                                                                                    \
     {                                                                                   \
-      if ((node)->fault[0] && strcmp ((node)->fault, (point)) == 0)                    \
+      if (flint_fault_listed ((node)->fault, (point)))                    \
         syscall (SYS_exit_group, 137);                                                  \
     }                                                                                   \
   while (0)

@@ -104,18 +104,7 @@ typedef struct snap_s {
 static bool
 fault (const snap_t *s, const char *point)
 {
-  size_t n = strlen (point);
-  const char *p = s->fault;
-
-  while (p && *p)
-    {
-      if (strncmp (p, point, n) == 0 && (p[n] == '\0' || p[n] == ','))
-        return true;
-      p = strchr (p, ',');
-      if (p)
-        p++;
-    }
-  return false;
+  return flint_fault_listed (s->fault, point);
 }
 
 /* ---- namespaces --------------------------------------------------------------------------- */

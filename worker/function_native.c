@@ -46,6 +46,7 @@ flint__load_native (flint_ctx_t *ctx, const char *path, flint_function_t *fn, fl
   *(void **) &fn->init = dlsym (h, "flint_init");
   *(void **) &fn->before_checkpoint = dlsym (h, "flint_before_checkpoint");
   *(void **) &fn->after_restore = dlsym (h, "flint_after_restore");
+  *(void **) &fn->fini = dlsym (h, "flint_fini");
   if (fn->invoke == NULL)
     {
       dlclose (h);

@@ -66,6 +66,7 @@ typedef struct job_s {
 struct flint_ctx_s {
   int chan;
   pthread_mutex_t wlock;
+  bool initialised;              /* the function's init succeeded: its fini runs at the end */
 
   char *endpoint;
   uint64_t version;
@@ -553,6 +554,7 @@ handle_load (flint_ctx_t *ctx, const Flint__Worker__V1__Load *load)
       if (e < 0)
         r = flint_error_set_errno (&err, FLINT_EINTERNAL, e, "start %u executor threads", ctx->max_concurrency);
     }
+  ctx->initialised = r == 0;
   loaded.ok = r == 0;
   loaded.error = r == 0 ? (char *) "" : err.msg;
   loaded.code = r == 0 ? 0 : (int) err.code;
@@ -872,6 +874,10 @@ flint_worker_run (int chan)
 out:
   if (ctx->nthreads)
     stop_executors (ctx);
+  /* the channel closed (the replica was stopped): the function cleans up after a successful
+   * init, and only then (a worker that is killed runs nothing) */
+  if (ctx->initialised && ctx->fn.fini)
+    ctx->fn.fini (ctx);
   if (ctx->fn.unload)
     ctx->fn.unload (ctx);
   flint_frame_reader_free (&rd);

@@ -19,6 +19,8 @@ typedef struct flint_function_s {
   int (*invoke) (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out);
   int (*before_checkpoint) (flint_ctx_t *ctx);
   int (*after_restore) (flint_ctx_t *ctx);
+  /* The function's own clean-up when the worker ends normally (flint_fini); may be NULL. */
+  void (*fini) (flint_ctx_t *ctx);
   /* Engine metrics for Pong frames (name → value pairs); NULL for plain functions. Writes up to
    * `max` pairs and returns how many. */
   size_t (*stats) (flint_ctx_t *ctx, const char **names, double *values, size_t max);

@@ -39,6 +39,16 @@ mix (uint64_t h, uint64_t v)
   return h ^ (h >> 33);
 }
 
+static void
+warm_free (warm_t *w)
+{
+  if (w == NULL)
+    return;
+  free (w->block_digest);
+  free (w->lut);
+  free (w);
+}
+
 int
 flint_init (flint_ctx_t *ctx)
 {
@@ -48,15 +58,25 @@ flint_init (flint_ctx_t *ctx)
   if (w == NULL)
     return flint_set_error (ctx, "out of memory");
   if (flint_weights_map (ctx, "table", &data, &w->len) != 0)
-    return -1; /* flint_weights_map set the message */
+    {
+      warm_free (w);
+      return -1; /* flint_weights_map set the message */
+    }
   if (w->len < 8)
-    return flint_set_error (ctx, "weights `table` are too small (%zu bytes)", w->len);
+    {
+      size_t len = w->len;
+      warm_free (w);
+      return flint_set_error (ctx, "weights `table` are too small (%zu bytes)", len);
+    }
   w->weights = data;
   w->nblocks = (w->len + BLOCK - 1) / BLOCK;
   w->block_digest = malloc (w->nblocks * sizeof *w->block_digest);
   w->lut = malloc (LUT_WORDS * sizeof *w->lut);
   if (w->block_digest == NULL || w->lut == NULL)
-    return flint_set_error (ctx, "out of memory for the prepared state");
+    {
+      warm_free (w);
+      return flint_set_error (ctx, "out of memory for the prepared state");
+    }
 
   /* Warm-up: read all the weights once (8 bytes at a time) into a digest per block. */
   for (size_t b = 0; b < w->nblocks; b++)
@@ -101,4 +121,11 @@ flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out)
   n = snprintf (reply, sizeof reply, "{\"digest\":\"%016" PRIx64 "\",\"weights_bytes\":%zu,\"invocations\":%" PRIu64 "}",
                 h, w->len, w->invocations);
   return flint_output_write (out, reply, (size_t) n);
+}
+
+/* The worker ends normally: the prepared state goes (the weights mapping is flint's). */
+void
+flint_fini (flint_ctx_t *ctx)
+{
+  warm_free (flint_user (ctx));
 }

@@ -96,6 +96,18 @@ class FrontDoor(FlintTestCase):
             s.pb.ListEndpointsRequest(), timeout=10).endpoints))
         self.assertIn("web", names)
 
+    def test_drain_stops_replicas_and_the_next_invoke_scales_back(self):
+        self.assertEqual(self.post("/v1/endpoints/echo:invoke", b"warm")[0], 200)
+        st, _h, body = self.post("/v1/endpoints/echo:drain", b"")
+        self.assertEqual(st, 200, body)
+        self.assertGreaterEqual(json.loads(body).get("stopped", 0), 1)
+        self.flintd.wait_for(lambda: not [r for r in self.flintd.status("echo")["replicas"]
+                                          if r["state"] in ("ready", "draining", "stopping")],
+                             what="echo's serving replicas gone")
+        st, _h, body = self.post("/v1/endpoints/echo:invoke", b"back")
+        self.assertEqual((st, body), (200, b"back"))
+        self.assertJsonError(self.post("/v1/endpoints/nope:drain", b""), 404, "NOT_FOUND", "`nope`")
+
     def test_healthz_and_metrics(self):
         st, _h, body = self.flintd.http("GET", "/healthz")
         self.assertEqual((st, json.loads(body)["status"]), (200, "SERVING"))

@@ -37,6 +37,12 @@ main (void)
   ok (parse ("GET", "/v1/endpoints/echo:invoke", &r, &allow, &err) == 405 && strcmp (allow, "POST") == 0
           && err.code == FLINT_EUNIMPLEMENTED,
       "GET on invoke: 405, Allow: POST");
+  ok (parse ("POST", "/v1/endpoints/echo:drain", &r, &allow, &err) == 0 && r.kind == FLINT_HTTP_DRAIN
+          && strcmp (r.endpoint, "echo") == 0,
+      "drain");
+  ok (parse ("GET", "/v1/endpoints/echo:drain", &r, &allow, &err) == 405 && strcmp (allow, "POST") == 0,
+      "GET on drain: 405, Allow: POST");
+  ok (parse ("POST", "/v1/endpoints/echo:dance", &r, &allow, &err) == 404, "unknown endpoint method: 404");
   ok (parse ("DELETE", "/v1/endpoints/echo", &r, &allow, &err) == 405 && strcmp (allow, "GET, HEAD") == 0,
       "DELETE: 405, Allow: GET, HEAD");
   ok (parse ("POST", "/v1/endpoints/Echo:invoke", &r, &allow, &err) == 400 && err.code == FLINT_EINVAL, "bad name");

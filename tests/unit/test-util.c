@@ -181,5 +181,11 @@ main (void)
     ok (found == 2000 && m.len == 1000, "map put/get/del");
     flint_map_free (&m);
   }
+  /* fault lists: whole names only, anywhere in the comma-separated list */
+  ok (flint_fault_listed ("snapshot-dump", "snapshot-dump"), "fault: a single name");
+  ok (flint_fault_listed ("a,snapshot-dump,b", "snapshot-dump"), "fault: a name in the middle");
+  ok (!flint_fault_listed ("snapshot-dumpster", "snapshot-dump"), "fault: a longer name does not match");
+  ok (!flint_fault_listed ("snapshot", "snapshot-dump"), "fault: a prefix does not match");
+  ok (!flint_fault_listed (NULL, "x") && !flint_fault_listed ("", "x"), "fault: none listed");
   return tap_done ();
 }

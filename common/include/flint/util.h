@@ -58,6 +58,11 @@ int flint_sha256_file (const char *path, char hex_out[FLINT_SHA256_HEX_LEN], uin
 /* True for a string of exactly 64 lowercase hex digits. */
 bool flint_is_sha256_hex (const char *s);
 
+/* Fault injection (tests, CRIU's CRIU_FAULT habit): true when `point` is one of the
+ * comma-separated names in `list` (the value of FLINT_FAULT; NULL or "" = none). Pure string
+ * work, safe between clone() and execve(). */
+bool flint_fault_listed (const char *list, const char *point);
+
 /* Parses "256Mi", "1G", "512k", "1024" into bytes (binary and decimal suffixes).
  * Returns 0 or -EINVAL. */
 int flint_parse_size (const char *s, uint64_t *bytes_out);

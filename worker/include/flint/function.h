@@ -12,7 +12,7 @@
  *   }
  *
  * Lifecycle of a worker: dlopen → flint_init → [flint_before_checkpoint → (snapshot) →
- * flint_after_restore in each restored replica] → flint_invoke, many times → exit.
+ * flint_after_restore in each restored replica] → flint_invoke, many times → flint_fini → exit.
  * flint_init is where weights are mapped and caches warmed: its effect is what snapshots keep.
  *
  * Entry points (looked up by name with dlsym):
@@ -23,6 +23,10 @@
  *   flint_after_restore       optional: runs exactly once in every replica restored from a
  *                             snapshot, before it takes traffic: reseed RNGs, refresh clocks and
  *                             anything unique per replica.
+ *   flint_fini                optional: runs once when the worker ends normally (flintd stopped
+ *                             the replica and closed its channel), after the last invoke, if
+ *                             flint_init succeeded: release what init and invokes kept. A worker
+ *                             that is killed (crash, limit, timeout) runs nothing.
  * Every entry returns 0 on success; a non-zero return fails the operation with the message set
  * through flint_set_error() (or a generic one).
  *
@@ -74,6 +78,7 @@ int flint_init (flint_ctx_t *ctx);
 int flint_invoke (flint_ctx_t *ctx, const flint_input_t *in, flint_output_t *out);
 int flint_before_checkpoint (flint_ctx_t *ctx);
 int flint_after_restore (flint_ctx_t *ctx);
+void flint_fini (flint_ctx_t *ctx);
 
 /* --- services flint-worker provides to the function ------------------------------------ */
 
