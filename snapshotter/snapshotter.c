@@ -78,7 +78,7 @@ typedef struct slot_s {
   int chan[2];              /* [0] for flintd, [1] inherited by the restored worker */
   int out[2], err[2];       /* [0] read ends for flintd, [1] inherited */
   int work_fd;              /* CRIU's work directory (restore.log) */
-  int ns[3];                /* the slot's own UTS, IPC and network namespaces (see slot_make_ns) */
+  int ns[NS_COUNT];         /* the slot's own UTS, IPC and network namespaces (see slot_make_ns) */
   char dir[PATH_MAX];       /* RUN/snapshotter/slot-N: root-only, holds `work` */
   char stage[PATH_MAX];     /* STAGE/slot-N: mount sources the restored user namespace can reach */
   char tmp[PATH_MAX + 8];   /* STAGE/slot-N/tmp: a fresh tmpfs, the replica's /tmp */
@@ -95,7 +95,7 @@ typedef struct snap_s {
   char kdat[PATH_MAX];
   slot_t slots[MAX_SLOTS];
   unsigned next_slot_id;
-  int own_ns[3];            /* our UTS, IPC and network namespaces (NS_UTS, NS_IPC, NS_NET) */
+  int own_ns[NS_COUNT];     /* our UTS, IPC and network namespaces (NS_UTS, NS_IPC, NS_NET) */
   int host_mntns;           /* the namespace dumps run in */
   char fault[128];
   char criu_log_dir[PATH_MAX]; /* FLINT_CRIU_LOG_DIR: keep every restore's CRIU log (level 4) there */
