@@ -65,6 +65,12 @@ typedef Flint__Node__V1__NodeFrame node_frame_t;
 #define MAX_SLOTS 16
 #define MAX_MOUNTS 48
 
+/* The namespaces a restored replica inherits from its slot instead of having CRIU recreate them
+ * (see slot_make_ns), in this order everywhere. */
+enum { NS_UTS, NS_IPC, NS_NET, NS_COUNT };
+static const int ns_flag[NS_COUNT] = { CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET };
+static const char *const ns_name[NS_COUNT] = { "uts", "ipc", "net" };
+
 typedef struct slot_s {
   bool ready;
   flint_sandbox_t *sb;      /* the prepared cgroup */
@@ -72,6 +78,7 @@ typedef struct slot_s {
   int chan[2];              /* [0] for flintd, [1] inherited by the restored worker */
   int out[2], err[2];       /* [0] read ends for flintd, [1] inherited */
   int work_fd;              /* CRIU's work directory (restore.log) */
+  int ns[NS_COUNT];         /* the slot's own UTS, IPC and network namespaces (see slot_make_ns) */
   char dir[PATH_MAX];       /* RUN/snapshotter/slot-N: root-only, holds `work` */
   char stage[PATH_MAX];     /* STAGE/slot-N: mount sources the restored user namespace can reach */
   char tmp[PATH_MAX + 8];   /* STAGE/slot-N/tmp: a fresh tmpfs, the replica's /tmp */
@@ -88,9 +95,10 @@ typedef struct snap_s {
   char kdat[PATH_MAX];
   slot_t slots[MAX_SLOTS];
   unsigned next_slot_id;
-  int own_netns;
+  int own_ns[NS_COUNT];     /* our UTS, IPC and network namespaces (NS_UTS, NS_IPC, NS_NET) */
   int host_mntns;           /* the namespace dumps run in */
   char fault[128];
+  char criu_log_dir[PATH_MAX]; /* FLINT_CRIU_LOG_DIR: keep every restore's CRIU log (level 4) there */
 } snap_t;
 
 static bool
@@ -99,12 +107,152 @@ fault (const snap_t *s, const char *point)
   return flint_fault_listed (s->fault, point);
 }
 
+/* ---- namespaces --------------------------------------------------------------------------- */
+
+/* Steps back into our own namespace of kind `i` after working in another one. We cannot stay in
+ * a slot's or a replica's namespace: failing to return aborts (flintd restarts us). */
+static void
+ns_return (const snap_t *s, int i)
+{
+  if (setns (s->own_ns[i], ns_flag[i]) < 0)
+    {
+      flint_err ("cannot return to our %s namespace: %s", ns_name[i], strerror (errno));
+      abort ();
+    }
+}
+
+/* Brings lo up in the network namespace we are in. -errno. */
+static int
+loopback_up (void)
+{
+  struct ifreq ifr;
+  int sk, r = -1, e = 0;
+
+  sk = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sk < 0)
+    return -errno;
+  memset (&ifr, 0, sizeof ifr);
+  snprintf (ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  if (ioctl (sk, SIOCGIFFLAGS, &ifr) == 0)
+    {
+      ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+      r = ioctl (sk, SIOCSIFFLAGS, &ifr);
+    }
+  e = errno;
+  close (sk);
+  return r < 0 ? -e : 0;
+}
+
+/* The loopback of a replica restored from an image that carries its own network namespace
+ * (taken before images left it to the slot): CRIU created it empty (its own netns restore execs
+ * `ip`); we are root of the initial user namespace: step in, bring lo up, step out. */
+static int
+loopback_up_in (snap_t *s, pid_t pid)
+{
+  char path[64];
+  _cleanup_close_ int ns = -1;
+  int r;
+
+  snprintf (path, sizeof path, "/proc/%d/ns/net", (int) pid);
+  ns = open (path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || setns (ns, CLONE_NEWNET) < 0)
+    return -errno;
+  r = loopback_up ();
+  ns_return (s, NS_NET);
+  return r;
+}
+
+/* A replica's UTS, IPC and network namespaces, made with its slot, ahead of the request. The
+ * slot's criu swrk is started inside them (slot_enter_cb), so the restored tree is born in them
+ * and CRIU recreates none of them: images leave them out (see dump_join_ns). Recreating them
+ * was the largest part of a restore (docs/SNAPSHOTS.md: the UTS values alone are written
+ * through a process CRIU forks into the restored user namespace). The loopback is up; the
+ * hostname is set per restore (slot_set_hostname).
+ *
+ * We create them, so they belong to the initial user namespace; the worker, an unprivileged uid
+ * in its own user namespace, can change nothing in them (hostname, IPC limits, interfaces), as
+ * in the namespaces the spawner gives cold replicas; docs/SANDBOX.md. */
+static int
+slot_make_ns (snap_t *s, slot_t *sl, flint_error_t *err)
+{
+  int r = 0;
+
+  if (unshare (CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, errno, "restore slot: create its namespaces");
+  for (int i = 0; i < NS_COUNT && r == 0; i++)
+    {
+      char p[32];
+      snprintf (p, sizeof p, "/proc/self/ns/%s", ns_name[i]);
+      sl->ns[i] = open (p, O_RDONLY | O_CLOEXEC);
+      if (sl->ns[i] < 0)
+        r = -errno;
+    }
+  if (r == 0)
+    r = loopback_up ();
+  for (int i = 0; i < NS_COUNT; i++)
+    ns_return (s, i);
+  if (r < 0)
+    return flint_error_set_errno (err, FLINT_EINTERNAL, -r, "restore slot: set up its namespaces");
+  return 0;
+}
+
+/* The replica's hostname (the endpoint's name, as the spawner sets it) in the slot's UTS
+ * namespace. -errno. */
+static int
+slot_set_hostname (snap_t *s, slot_t *sl, const char *name)
+{
+  int r;
+
+  if (setns (sl->ns[NS_UTS], CLONE_NEWUTS) < 0)
+    return -errno;
+  r = sethostname (name, strlen (name)) < 0 ? -errno : 0;
+  ns_return (s, NS_UTS);
+  return r;
+}
+
+/* True when the IPC namespace `fd` holds no System V objects (shared memory, message queues,
+ * semaphores): only then may a dump leave it to the slot, whose IPC namespace is empty. */
+static bool
+ipc_ns_empty (snap_t *s, int fd)
+{
+  static const char *const files[] = { "/proc/sysvipc/shm", "/proc/sysvipc/msg", "/proc/sysvipc/sem" };
+  bool empty = true;
+
+  if (setns (fd, CLONE_NEWIPC) < 0)
+    return false;
+  for (size_t i = 0; i < FLINT_ARRAY_SIZE (files) && empty; i++)
+    {
+      FILE *f = fopen (files[i], "re");
+      char line[256];
+      int lines = 0;
+      if (f == NULL)
+        {
+          empty = false;
+          break;
+        }
+      while (fgets (line, sizeof line, f))
+        lines++;
+      fclose (f);
+      empty = lines <= 1; /* the header */
+    }
+  ns_return (s, NS_IPC);
+  return empty;
+}
+
 /* ---- slots ------------------------------------------------------------------------------- */
 
+/* In the slot's criu swrk, before exec: its cgroup (and a cgroup namespace rooted there), and the
+ * slot's namespaces. Async-signal-safe. */
 static int
 slot_enter_cb (void *data)
 {
-  return flint_sandbox_enter (data);
+  const slot_t *sl = data;
+  int r = flint_sandbox_enter (sl->sb);
+
+  for (int i = 0; i < NS_COUNT && r == 0; i++)
+    if (setns (sl->ns[i], ns_flag[i]) < 0)
+      r = -errno;
+  return r;
 }
 
 static void
@@ -126,7 +274,8 @@ unstage (slot_t *sl)
 static void
 slot_release (slot_t *sl, bool kill_criu)
 {
-  int *fds[] = { &sl->chan[0], &sl->chan[1], &sl->out[0], &sl->out[1], &sl->err[0], &sl->err[1], &sl->work_fd };
+  int *fds[] = { &sl->chan[0], &sl->chan[1], &sl->out[0], &sl->out[1], &sl->err[0], &sl->err[1], &sl->work_fd,
+                 &sl->ns[0],   &sl->ns[1],   &sl->ns[2] };
   for (size_t i = 0; i < FLINT_ARRAY_SIZE (fds); i++)
     if (*fds[i] >= 0)
       {
@@ -173,6 +322,7 @@ slot_prepare (snap_t *s, slot_t *sl, flint_error_t *err)
 
   memset (sl, 0, sizeof *sl);
   sl->chan[0] = sl->chan[1] = sl->out[0] = sl->out[1] = sl->err[0] = sl->err[1] = sl->work_fd = -1;
+  sl->ns[0] = sl->ns[1] = sl->ns[2] = -1;
   sl->criu.pid = sl->criu.sk = -1;
   snprintf (id, sizeof id, "slot-%u", s->next_slot_id++);
   if (flint_sandbox_prepare (s->sv.node, id, &sl->sb, err) < 0)
@@ -205,7 +355,9 @@ slot_prepare (snap_t *s, slot_t *sl, flint_error_t *err)
   keep[1] = sl->out[1];
   keep[2] = sl->err[1];
   keep[3] = sl->work_fd;
-  if (flint_criu_spawn (s->opts.criu, keep, 4, slot_enter_cb, sl->sb, &sl->criu, err) < 0)
+  if (slot_make_ns (s, sl, err) < 0)
+    goto fail;
+  if (flint_criu_spawn (s->opts.criu, keep, 4, slot_enter_cb, sl, &sl->criu, err) < 0)
     goto fail;
   sl->ready = true;
   return 0;
@@ -369,43 +521,27 @@ stage_source (slot_t *sl, const char *key, const char *host, char *out, size_t l
   return 0;
 }
 
-/* The restored worker's loopback is down (its network namespace is new and empty: CRIU's own
- * netns restore costs tens of ms of `ip` execs). We are root of the initial user namespace:
- * step in, bring lo up, step out. */
-static int
-loopback_up_in (snap_t *s, pid_t pid)
+/* FLINT_CRIU_LOG_DIR (diagnostics, docs/SNAPSHOTS.md): a copy of the restore's CRIU log, with
+ * CRIU's timestamps, as DIR/<replica>.restore.log. */
+static void
+keep_log (snap_t *s, slot_t *sl, const char *replica)
 {
-  char path[64];
-  _cleanup_close_ int ns = -1;
-  struct ifreq ifr;
-  int sk, r = -1, e = 0;
+  char src[PATH_MAX + 32], dst[PATH_MAX + 160];
+  _cleanup_close_ int in = -1, out = -1;
+  char buf[65536];
+  ssize_t n;
 
-  snprintf (path, sizeof path, "/proc/%d/ns/net", (int) pid);
-  ns = open (path, O_RDONLY | O_CLOEXEC);
-  if (ns < 0 || setns (ns, CLONE_NEWNET) < 0)
-    return -errno;
-  sk = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (sk >= 0)
-    {
-      memset (&ifr, 0, sizeof ifr);
-      snprintf (ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-      if (ioctl (sk, SIOCGIFFLAGS, &ifr) == 0)
-        {
-          ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-          r = ioctl (sk, SIOCSIFFLAGS, &ifr);
-        }
-      e = errno;
-      close (sk);
-    }
-  else
-    e = errno;
-  if (setns (s->own_netns, CLONE_NEWNET) < 0)
-    {
-      /* we cannot stay in a replica's network namespace */
-      flint_err ("cannot return to our network namespace: %s", strerror (errno));
-      abort ();
-    }
-  return r < 0 ? -e : 0;
+  if (!s->criu_log_dir[0])
+    return;
+  snprintf (src, sizeof src, "%s/work/restore.log", sl->dir);
+  snprintf (dst, sizeof dst, "%s/%s.restore.log", s->criu_log_dir, replica);
+  in = open (src, O_RDONLY | O_CLOEXEC);
+  out = open (dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (in < 0 || out < 0)
+    return;
+  while ((n = read (in, buf, sizeof buf)) > 0)
+    if (flint_write_all (out, buf, (size_t) n) < 0)
+      return;
 }
 
 /* ---- dump -------------------------------------------------------------------------------- */
@@ -471,11 +607,58 @@ dump_failed (snap_t *s, const Flint__Node__V1__Dump *req, const char *fmt, ...)
   reply_dumped (s, req->replica_id, false, msg, 0, 0, NULL, 0, NULL, NULL, 0);
 }
 
+/* Where the dumping criu runs: the host's mount namespace, where the workers were created (see
+ * the file comment), and those of the worker's namespaces the image leaves to the restoring slot
+ * (dump_join_ns). */
+typedef struct dump_ns_s {
+  int mnt;
+  int ns[NS_COUNT]; /* -1: not joined */
+} dump_ns_t;
+
 static int
 dump_enter_cb (void *data)
 {
-  /* dumps run where the workers were created (see the file comment) */
-  return setns (*(int *) data, CLONE_NEWNS) < 0 ? -errno : 0;
+  const dump_ns_t *d = data;
+
+  if (setns (d->mnt, CLONE_NEWNS) < 0)
+    return -errno;
+  for (int i = 0; i < NS_COUNT; i++)
+    if (d->ns[i] >= 0 && setns (d->ns[i], ns_flag[i]) < 0)
+      return -errno;
+  return 0;
+}
+
+/* Which of the worker's namespaces the image leaves to the slot that restores it (slot_make_ns):
+ * CRIU leaves out of an image the namespaces its dumping process shares with the dumped tree,
+ * and a restored tree inherits those of the restoring process. So the dumping criu joins the
+ * worker's UTS and network namespaces, and its IPC namespace when that holds no System V
+ * objects (they would be lost). What they hold that a replica needs is made by the slot: the
+ * hostname (which the unprivileged worker cannot change), an up loopback (the worker's network
+ * namespace has nothing else: `network: true` workers are not checkpointed). Opens the
+ * namespaces into `d` and writes their names ("uts,ipc,net") into `names` (flint.meta's
+ * `slot_ns`). Returns 0 or -errno. */
+static int
+dump_join_ns (snap_t *s, pid_t pid, dump_ns_t *d, char *names, size_t len)
+{
+  size_t used = 0;
+
+  names[0] = '\0';
+  for (int i = 0; i < NS_COUNT; i++)
+    {
+      char p[64];
+      snprintf (p, sizeof p, "/proc/%d/ns/%s", (int) pid, ns_name[i]);
+      d->ns[i] = open (p, O_RDONLY | O_CLOEXEC);
+      if (d->ns[i] < 0)
+        return -errno;
+      if (i == NS_IPC && !ipc_ns_empty (s, d->ns[i]))
+        {
+          close (d->ns[i]);
+          d->ns[i] = -1;
+          continue;
+        }
+      used += (size_t) snprintf (names + used, len - used, "%s%s", used ? "," : "", ns_name[i]);
+    }
+  return 0;
 }
 
 /* Restored replicas get a fresh, empty /tmp (an external mount), so what a worker keeps there
@@ -524,7 +707,8 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
   flint_image_file_t *files = NULL;
   uint64_t total = 0;
   uint64_t t0 = flint_now_ns ();
-  char logp[PATH_MAX], errs[1000], tmpfile[256];
+  char logp[PATH_MAX], errs[1000], tmpfile[256], slot_ns[32];
+  dump_ns_t dns = { s->host_mntns, { -1, -1, -1 } };
   int n, r;
 
   if (req->sandbox == NULL || req->n_argv == 0 || req->pid <= 0 || req->image_dir[0] != '/')
@@ -581,8 +765,19 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
       dump_failed (s, req, "create the image directory `%s`: %s", req->image_dir, strerror (errno));
       return;
     }
+  if ((r = dump_join_ns (s, req->pid, &dns, slot_ns, sizeof slot_ns)) < 0)
+    {
+      for (int i = 0; i < NS_COUNT; i++)
+        if (dns.ns[i] >= 0)
+          close (dns.ns[i]);
+      dump_failed (s, req, "open the worker's namespaces: %s", strerror (-r));
+      return;
+    }
   if (dev->checkpoint (req->pid, &err) < 0)
     {
+      for (int i = 0; i < NS_COUNT; i++)
+        if (dns.ns[i] >= 0)
+          close (dns.ns[i]);
       dump_failed (s, req, "%s checkpoint of the device state: %s", dev->name, err.msg);
       return;
     }
@@ -605,17 +800,17 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
   o.leave_running = req->leave_running;
   o.has_network_lock = 1;
   o.network_lock = CRIU_NETWORK_LOCK_METHOD__SKIP;
-  /* the network namespace is not dumped: restores get a fresh one (see handle_restore) */
-  o.has_empty_ns = 1;
-  o.empty_ns = CLONE_NEWNET;
   o.n_external = next;
   o.external = ext;
 
   if (fault (s, "snapshot-dump"))
     r = flint_error_set (&err, FLINT_EINTERNAL, "criu dump failed: fault injected (FLINT_FAULT=snapshot-dump)");
-  else if ((r = flint_criu_spawn (s->opts.criu, &imgfd, 1, dump_enter_cb, &s->host_mntns, &c, &err)) == 0)
+  else if ((r = flint_criu_spawn (s->opts.criu, &imgfd, 1, dump_enter_cb, &dns, &c, &err)) == 0)
     r = flint_criu_call (&c, &rq, &resp, &err);
   flint_criu_close (&c, true);
+  for (int i = 0; i < NS_COUNT; i++)
+    if (dns.ns[i] >= 0)
+      close (dns.ns[i]);
   free_strs (ext, next);
   if (req->leave_running)
     {
@@ -643,9 +838,9 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
     char ks[32], os[32], es[32], worker_sha[FLINT_SHA256_HEX_LEN];
     flint_devckpt_kv_t dkv[8];
     size_t nd = dev->describe (req->pid, dkv, FLINT_ARRAY_SIZE (dkv));
-    const char *mk[16] = { "criu", "kernel", "socket", "stdout", "stderr", "idmap", "worker", "device" };
+    const char *mk[16] = { "criu", "kernel", "socket", "stdout", "stderr", "idmap", "worker", "device", "slot_ns" };
     const char *mv[16];
-    size_t nmeta = 8;
+    size_t nmeta = 9;
 
     snprintf (ks, sizeof ks, "%lu", sk_ino);
     snprintf (os, sizeof os, "%lu", out_ino);
@@ -653,11 +848,16 @@ handle_dump (snap_t *s, const Flint__Node__V1__Dump *req)
     if (flint_sha256_file (argv[0], worker_sha, NULL) < 0)
       snprintf (worker_sha, sizeof worker_sha, "unknown");
     mv[0] = s->criu_version, mv[1] = s->kernel, mv[2] = ks, mv[3] = os, mv[4] = es;
-    mv[5] = flint_sandbox_idmap (s->sv.node), mv[6] = worker_sha, mv[7] = dev->name;
+    mv[5] = flint_sandbox_idmap (s->sv.node), mv[6] = worker_sha, mv[7] = dev->name, mv[8] = slot_ns;
     for (size_t i = 0; i < nd && nmeta < FLINT_ARRAY_SIZE (mk); i++, nmeta++)
       mk[nmeta] = dkv[i].key, mv[nmeta] = dkv[i].value;
     /* CRIU's logs are not part of the image (and would fail its verification once appended to) */
     unlinkat (imgfd, "stats-dump", 0);
+    /* Nor is the cgroup record: restores ignore it (the replica is born in its slot's cgroup and
+     * cgroup namespace), but its mere presence makes every restore fork a helper (cgroupd) that
+     * only moves threads whose cgroups differ from their process's, which a worker's cannot:
+     * the sandbox shows no cgroup filesystem and nothing else moves them. */
+    unlinkat (imgfd, "cgroup.img", 0);
     if (flint_image_meta_write (req->image_dir, mk, mv, nmeta, &err) < 0
         || (n = flint_image_list (req->image_dir, &files, &total, &err)) < 0)
       {
@@ -729,7 +929,8 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   _cleanup_free_ char **argv = NULL;
   _cleanup_free_ char **env = NULL;
   _cleanup_free_ flint_image_file_t *files = NULL;
-  char sk[32], out[32], er[32], skel[PATH_MAX], opts[64], logp[PATH_MAX + 32], errs[1000];
+  char sk[32], out[32], er[32], skel[PATH_MAX], opts[64], logp[PATH_MAX + 32], errs[1000], slot_ns[32] = "";
+  bool own_net;
   slot_t *sl;
   CriuReq rq = CRIU_REQ__INIT;
   CriuOpts o = CRIU_OPTS__INIT;
@@ -770,6 +971,10 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
       restore_failed (s, req->replica_id, FLINT_EDATALOSS, "image rejected: %s", err.msg);
       return;
     }
+  /* images taken before they left namespaces to the slot carry their own (CRIU recreates them) */
+  if (flint_image_meta_get (req->image_dir, "slot_ns", slot_ns, sizeof slot_ns, &err) < 0)
+    slot_ns[0] = '\0';
+  own_net = strstr (slot_ns, "net") == NULL;
   ph[1] = (double) (flint_now_ns () - t) / 1e6;
   dev = flint_devckpt_for (spec.gpu, &err);
   if (dev == NULL || dev->check (req->image_dir, &err) < 0)
@@ -797,6 +1002,12 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
     {
       slot_discard (sl);
       restore_failed (s, req->replica_id, FLINT_EINTERNAL, "%s", err.msg);
+      return;
+    }
+  if ((r = slot_set_hostname (s, sl, spec.hostname ? spec.hostname : "flint")) < 0)
+    {
+      slot_discard (sl);
+      restore_failed (s, req->replica_id, FLINT_EINTERNAL, "restore slot: set the hostname: %s", strerror (-r));
       return;
     }
   if (spec.tmp_bytes && spec.tmp_bytes != sl->tmp_size)
@@ -857,7 +1068,7 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   o.work_dir_fd = sl->work_fd;
   o.log_file = (char *) "restore.log";
   o.has_log_level = 1;
-  o.log_level = 1; /* errors only: what a failure message quotes; warnings cost time here */
+  o.log_level = s->criu_log_dir[0] ? 4 : 1; /* errors only: what a failure message quotes; warnings cost time */
   o.has_rst_sibling = 1;
   o.rst_sibling = 1;
   o.root = skel;
@@ -865,8 +1076,12 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
   o.network_lock = CRIU_NETWORK_LOCK_METHOD__SKIP;
   o.has_manage_cgroups_mode = 1;
   o.manage_cgroups_mode = CRIU_CG_MODE__IGNORE;
-  o.has_empty_ns = 1;
-  o.empty_ns = CLONE_NEWNET;
+  if (own_net)
+    {
+      /* a new, empty one (CRIU's own netns restore execs `ip`); lo is brought up below */
+      o.has_empty_ns = 1;
+      o.empty_ns = CLONE_NEWNET;
+    }
   o.n_inherit_fd = 3;
   o.inherit_fd = inhp;
   o.n_external = next;
@@ -894,13 +1109,14 @@ handle_restore (snap_t *s, const Flint__Node__V1__Restore *req)
       return;
     }
   ph[2] = (double) (flint_now_ns () - t) / 1e6;
+  keep_log (s, sl, req->replica_id);
   pid = resp->restore->pid;
   criu_resp__free_unpacked (resp, NULL);
 
   flint_sandbox_set_id (sl->sb, req->replica_id);
   flint_sandbox_adopt (sl->sb, pid);
   flint_supervisor_adopt (&s->sv, sl->sb);
-  if ((r = loopback_up_in (s, pid)) < 0)
+  if (own_net && (r = loopback_up_in (s, pid)) < 0)
     flint_warn ("replica %s: its loopback interface stays down: %s", req->replica_id, strerror (-r));
   if (flint_sandbox_set_limits (sl->sb, &spec, &err) < 0)
     flint_warn ("replica %s: %s", req->replica_id, err.msg);
@@ -1075,10 +1291,17 @@ flint_snapshotter_main (int sock, const flint_snapshotter_options_t *opts)
   s.host_mntns = -1;
   if (getenv ("FLINT_FAULT"))
     snprintf (s.fault, sizeof s.fault, "%s", getenv ("FLINT_FAULT"));
+  if (getenv ("FLINT_CRIU_LOG_DIR"))
+    snprintf (s.criu_log_dir, sizeof s.criu_log_dir, "%s", getenv ("FLINT_CRIU_LOG_DIR"));
   signal (SIGPIPE, SIG_IGN);
   sfd = flint_supervisor_sigchld_fd ();
-  s.own_netns = open ("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (sfd < 0 || s.own_netns < 0)
+  for (int i = 0; i < NS_COUNT; i++)
+    {
+      char p[32];
+      snprintf (p, sizeof p, "/proc/self/ns/%s", ns_name[i]);
+      s.own_ns[i] = open (p, O_RDONLY | O_CLOEXEC);
+    }
+  if (sfd < 0 || s.own_ns[NS_UTS] < 0 || s.own_ns[NS_IPC] < 0 || s.own_ns[NS_NET] < 0)
     {
       flint_err ("setup: %s", strerror (errno));
       return 1;

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <net/if.h>
 #include <linux/perf_event.h>
 #include <linux/reboot.h>
 #include <netinet/in.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -99,7 +101,7 @@ attack (const char *name, const char *arg)
                 "connect-internet see-processes kill-host ptrace-host fork-bomb allocate mount unshare setns "
                 "chroot pivot-root clone-newns load-module bpf perf-event keyctl userfaultfd io-uring "
                 "write-proc-sys write-sys reboot setuid-root mknod read-secrets raw-socket dev-mem "
-                "open-by-handle");
+                "open-by-handle sethostname set-link write-ipc-sysctl");
   /* probes (not attacks): what the sandbox shows, for the tests to compare */
   if (strcmp (name, "list-dev") == 0)
     {
@@ -137,6 +139,33 @@ attack (const char *name, const char *arg)
       return say ("nofile %llu %llu core %llu %llu", (unsigned long long) nofile.rlim_cur,
                   (unsigned long long) nofile.rlim_max, (unsigned long long) core.rlim_cur,
                   (unsigned long long) core.rlim_max);
+    }
+  if (strcmp (name, "hostname") == 0)
+    {
+      char h[128];
+      if (gethostname (h, sizeof h) < 0)
+        return say ("error: gethostname: %s", strerror (errno));
+      return say ("%s", h);
+    }
+  if (strcmp (name, "loopback") == 0)
+    {
+      /* a TCP connection to ourselves over lo: "up" when the sandbox's loopback works */
+      struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+      socklen_t len = sizeof sa;
+      int l = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c = -1, r = -1, e;
+      if (l >= 0 && bind (l, (struct sockaddr *) &sa, sizeof sa) == 0 && listen (l, 1) == 0
+          && getsockname (l, (struct sockaddr *) &sa, &len) == 0)
+        {
+          c = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          if (c >= 0)
+            r = connect (c, (struct sockaddr *) &sa, sizeof sa);
+        }
+      e = errno;
+      if (c >= 0)
+        close (c);
+      if (l >= 0)
+        close (l);
+      return r == 0 ? say ("up") : say ("down: %s", strerror (e));
     }
   if (strcmp (name, "connect-to") == 0)
     {
@@ -398,6 +427,26 @@ attack (const char *name, const char *arg)
         close (fd);
       return expect_fail (fd, "socket(AF_PACKET)");
     }
+  /* the sandbox's UTS, IPC and network namespaces are not the worker's to change (a restored
+   * replica's come from the snapshotter's restore slot, a cold one's from the spawner) */
+  if (strcmp (name, "sethostname") == 0)
+    return expect_fail (sethostname ("pwned", 5), "sethostname");
+  if (strcmp (name, "set-link") == 0)
+    {
+      struct ifreq ifr;
+      int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      long r;
+      if (fd < 0)
+        return say ("blocked: socket(AF_INET): %s", strerror (errno));
+      memset (&ifr, 0, sizeof ifr);
+      snprintf (ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+      ifr.ifr_mtu = 1280;
+      r = ioctl (fd, SIOCSIFMTU, &ifr);
+      close (fd);
+      return expect_fail (r, "set the MTU of lo");
+    }
+  if (strcmp (name, "write-ipc-sysctl") == 0)
+    return write_file ("/proc/sys/kernel/shmmax");
   if (strcmp (name, "dev-mem") == 0)
     return read_file ("/dev/mem");
   if (strcmp (name, "open-by-handle") == 0)

@@ -6,7 +6,9 @@ import glob
 import json
 import os
 import subprocess
+import sys
 import time
+import unittest
 
 import flinttest
 from flinttest import FlintTestCase, Flintd, build_path, make_bundle, stubs
@@ -145,6 +147,15 @@ class Escape(FlintTestCase):
         self.assertBlocked("write-proc-sys")
         self.assertBlocked("write-sys")
 
+    def test_hostname_and_loopback(self):
+        self.assertEqual(self.flintd.invoke("hostile", "hostname").payload.decode(), "hostile")
+        self.assertEqual(self.flintd.invoke("hostile", "loopback").payload.decode(), "up")
+
+    def test_namespaces_are_not_the_workers_to_change(self):
+        self.assertBlocked("sethostname")
+        self.assertBlocked("set-link")
+        self.assertBlocked("write-ipc-sysctl")
+
     def test_setuid_root(self):
         self.assertBlocked("setuid-root")
 
@@ -213,6 +224,46 @@ class Escape(FlintTestCase):
         human = self.flintd.cli("status", "echo").stdout.decode()
         self.assertIn("sandbox setup: ", human)
         self.assertIn("seccomp ", human)
+
+
+class EscapeRestored(Escape):
+    """The same attacks against replicas restored from the endpoint's snapshot (image tier): their
+    UTS, IPC and network namespaces come from the snapshotter's restore slot, not from the spawner
+    (docs/SANDBOX.md). Each attack asserts the tier of the replica that answered."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        f = cls.flintd
+        tier = f.status("hostile")["snapshot"]["tier"]
+        if tier == "none":
+            reason = f.status("hostile")["snapshot"].get("error", "")
+            sys.stderr.write("\n*** SKIP %s: no snapshot of `hostile`: %s ***\n" % (cls.__name__, reason))
+            super().tearDownClass()
+            raise unittest.SkipTest("no snapshot: " + reason)
+        # no parked replica: every replacement (after a fork bomb, an OOM kill) is a restore too
+        f.cli("scale", "hostile", "parked_replicas=0")
+        f.cli("drain", "hostile")
+
+    def attack(self, name, arg=""):
+        Escape.exercised.add(name)
+        payload = name + (" " + str(arg) if arg != "" else "")
+        r = self.flintd.invoke("hostile", payload, timeout=60)
+        tiers = {x["id"]: x["tier"] for x in self.flintd.status("hostile")["replicas"]}
+        self.assertEqual(tiers.get(r.replica), "image", "%s ran in replica %s (tiers %s)" % (name, r.replica, tiers))
+        self.assertEqual(self.flintd.invoke("echo", "still here").payload, b"still here")
+        return r.payload.decode()
+
+    def test_hostname_and_loopback_as_in_cold_replicas(self):
+        self.assertEqual(self.flintd.invoke("hostile", "hostname").payload.decode(), "hostile")
+        self.assertEqual(self.flintd.invoke("hostile", "loopback").payload.decode(), "up")
+        tiers = {x["tier"] for x in self.flintd.status("hostile")["replicas"]}
+        self.assertEqual(tiers, {"image"})
+
+    # not attacks: run once, by Escape
+    test_missing_secret_fails_the_deploy_clearly = None
+    test_limits_come_from_the_manifest = None
+    test_setup_cost_per_phase_is_exposed = None
 
 
 class Leftovers(FlintTestCase):

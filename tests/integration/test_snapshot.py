@@ -187,6 +187,30 @@ class StateSurvives(SnapshotCase):
         self.assertRegex(human, r"restores   image: [0-9]+, p50 [0-9.]+ ms, p99 [0-9.]+ ms; parked: [0-9]+")
         self.assertRegex(human, r"\n  counter-1-\S+ +v1 +ready +image ")
 
+    def meta(self, name):
+        with open(os.path.join(self.image_dir(name), "flint.meta")) as f:
+            return dict(l.rstrip("\n").split("=", 1) for l in f if "=" in l)
+
+    def test_restored_replicas_get_their_namespaces_from_the_slot(self):
+        # the image leaves the UTS, IPC and network namespaces to the restoring slot...
+        self.deploy("slotns", "parked_replicas: 0\n")
+        self.assertEqual(self.meta("slotns")["slot_ns"], "uts,ipc,net")
+        self.drain("slotns")
+        s = self.state("slotns")
+        self.assertEqual(self.tier_of("slotns", s["replica"]), "image")
+        self.assertEqual((s["counter"], s["table_ok"], s["shm"]), (1001, 1, -1))
+
+    def test_sysv_ipc_objects_keep_their_namespace_in_the_image(self):
+        # ...except an IPC namespace holding System V objects: the image carries it, and them
+        self.deploy("sysv", "parked_replicas: 0\nconfig:\n  sysv_shm: \"yes\"\n")
+        self.assertEqual(self.meta("sysv")["slot_ns"], "uts,net")
+        s0 = self.state("sysv")
+        self.assertEqual(s0["shm"], 1)
+        self.drain("sysv")
+        s = self.state("sysv")
+        self.assertEqual(self.tier_of("sysv", s["replica"]), "image")
+        self.assertEqual((s["token"], s["shm"]), (s0["token"], 1))
+
     def test_five_replicas_restored_concurrently_from_one_image(self):
         self.deploy("five", "max_replicas: 5\nparked_replicas: 0\n")
         token = self.state("five")["token"]
