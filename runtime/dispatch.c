@@ -8,7 +8,8 @@
  *
  * A request abandoned while in a worker (client cancel, deadline with max_concurrency > 1)
  * keeps its slot on the replica until the worker answers or dies, so concurrency accounting
- * always matches what the worker is really doing.
+ * always matches what the worker is really doing; a function that ignores the cancel for
+ * CANCEL_GRACE_MS gets its replica replaced (it would hold the slot forever).
  *
  * A request whose replica died is retried up to `retries` times (when it streamed nothing yet):
  * it goes back to the head of the queue, due after a backoff (RETRY_BASE_MS doubling), and the
@@ -223,6 +224,30 @@ flint__dispatch_scale_for_queue (flint_endpoint_t *ep)
     flint__autoscale_up (ep);
 }
 
+/* How long a worker may keep running a request after it was told to stop (Cancel): past it,
+ * the function ignores cancellation and holds a slot nobody can use, so the replica goes. */
+#define CANCEL_GRACE_MS 2000
+
+static void deadline_cb (uv_timer_t *t);
+
+/* The client is answered now (cancelled or expired), but the worker is still running the
+ * request: tell it to stop, and keep the request's slot on the replica until the worker's
+ * Result (concurrency accounting stays true) or the grace period runs out. */
+static void
+cancel_in_worker (flint_request_t *req, flint_status_t code, const char *msg)
+{
+  Flint__Worker__V1__Cancel c = FLINT__WORKER__V1__CANCEL__INIT;
+  Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
+
+  c.request_id = req->id;
+  f.msg_case = FLINT__WORKER__V1__FRAME__MSG_CANCEL;
+  f.cancel = &c;
+  if (req->replica && req->replica->chan)
+    flint_channel_send (req->replica->chan, &f.base, NULL, 0);
+  answer (req, code, msg, NULL, 0);
+  uv_timer_start (&req->timer, deadline_cb, CANCEL_GRACE_MS, 0);
+}
+
 static void
 deadline_cb (uv_timer_t *t)
 {
@@ -248,6 +273,20 @@ deadline_cb (uv_timer_t *t)
         snprintf (msg + n, sizeof msg - (size_t) n, "; replicas fail to start: %s", ep->as.start_error);
       flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
     }
+  else if (req->state == FLINT_REQ_DISPATCHED && req->sink == NULL)
+    {
+      /* answered already (cancel, deadline) and the worker still runs it: the grace is over */
+      flint_replica_t *r = req->replica;
+      if (r && r->state != FLINT_REPLICA_STOPPING && r->state != FLINT_REPLICA_DEAD)
+        {
+          snprintf (msg, sizeof msg, "replica %s: a request ran on %d ms after it was cancelled: replacing the replica",
+                    r->id, CANCEL_GRACE_MS);
+          flint_warn ("endpoint `%s`: %s", ep->name, msg);
+          flint_logbook_append (ep->logbook, r->version->number, r->id, "flint", msg, strlen (msg));
+          snprintf (r->exit_reason, sizeof r->exit_reason, "stopped by flintd (a cancelled request did not stop)");
+          flint__replica_stop (r, "a cancelled request did not stop");
+        }
+    }
   else if (req->state == FLINT_REQ_DISPATCHED)
     {
       flint_replica_t *r = req->replica;
@@ -265,16 +304,7 @@ deadline_cb (uv_timer_t *t)
             }
         }
       else
-        {
-          Flint__Worker__V1__Cancel c = FLINT__WORKER__V1__CANCEL__INIT;
-          Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
-          c.request_id = req->id;
-          f.msg_case = FLINT__WORKER__V1__FRAME__MSG_CANCEL;
-          f.cancel = &c;
-          if (r && r->chan)
-            flint_channel_send (r->chan, &f.base, NULL, 0);
-          answer (req, FLINT_EDEADLINE, msg, NULL, 0); /* keeps its slot until the worker answers */
-        }
+        cancel_in_worker (req, FLINT_EDEADLINE, msg);
     }
 }
 
@@ -355,17 +385,8 @@ flint__request_cancel (flint_request_t *req)
       flint__request_complete (req, FLINT_ECANCELLED, "cancelled by the client", NULL, 0);
       return;
     }
-  if (req->state == FLINT_REQ_DISPATCHED)
-    {
-      Flint__Worker__V1__Cancel c = FLINT__WORKER__V1__CANCEL__INIT;
-      Flint__Worker__V1__Frame f = FLINT__WORKER__V1__FRAME__INIT;
-      c.request_id = req->id;
-      f.msg_case = FLINT__WORKER__V1__FRAME__MSG_CANCEL;
-      f.cancel = &c;
-      if (req->replica && req->replica->chan)
-        flint_channel_send (req->replica->chan, &f.base, NULL, 0);
-      answer (req, FLINT_ECANCELLED, "cancelled by the client", NULL, 0);
-    }
+  if (req->state == FLINT_REQ_DISPATCHED && req->sink)
+    cancel_in_worker (req, FLINT_ECANCELLED, "cancelled by the client");
 }
 
 void

@@ -191,6 +191,24 @@ class Crashes(FlintTestCase):
             self.flintd.stub().Invoke(s.pb.InvokeRequest(endpoint="hanger", payload=b"sleep:3000"), timeout=0.5)
         self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
 
+    def test_a_function_ignoring_its_cancel_loses_its_replica(self):
+        # max_concurrency raised live on a replica loaded with one: the expired request keeps
+        # its slot while the worker is told to stop; a function that ignores it (hang) for the
+        # grace period gets its replica replaced instead of holding the slot forever
+        s = stubs()
+        self.deploy_crashy("deaf", "timeout: 700ms\nmax_replicas: 1\n")
+        first = self.flintd.invoke("deaf", "replica").payload
+        self.flintd.cli("scale", "deaf", "max_concurrency=4")
+        with self.assertRaises(s.grpc.RpcError) as cm:
+            self.flintd.invoke("deaf", "hang")
+        self.assertEqual(cm.exception.code(), s.grpc.StatusCode.DEADLINE_EXCEEDED)
+        # its worker runs invokes inline (loaded with one), so it serves nobody: after the grace
+        # it is replaced and the endpoint serves again
+        self.flintd.wait_for(lambda: "a request ran on" in self.flintd.cli("logs", "deaf").stdout.decode(),
+                             timeout=15, what="the deaf replica replaced")
+        self.assertEqual(self.flintd.invoke("deaf", "again").payload, b"again")
+        self.assertNotEqual(self.flintd.invoke("deaf", "replica").payload, first)
+
     def test_one_invoke_thread_pipelines_and_a_hang_replaces_the_worker(self):
         # `threads: 1` with max_concurrency 4: flintd sends up to 4 requests to the one replica
         # and its main thread runs them one after another (executors would answer from other
