@@ -272,7 +272,12 @@ handle_invoke (flint_http_t *http, h2o_req_t *req, const flint_http_route_t *rou
   fr = flint__request_new (http->d, (const uint8_t *) req->entity.base, req->entity.base ? req->entity.len : 0,
                            route->stream, &http_sink, c);
   c->freq = fr;
-  flint__dispatch (fr, route->endpoint, route->timeout_ms ? flint_now_ns () + route->timeout_ms * 1000000ull : 0);
+  /* a client deadline only ever shortens the endpoint's `timeout`: one too far away to add to
+   * the clock (`timeout=18446744073708ms`) is no deadline, never a wrapped one in the past */
+  flint__dispatch (fr, route->endpoint,
+                   route->timeout_ms && route->timeout_ms < (UINT64_MAX - flint_now_ns ()) / 1000000ull
+                     ? flint_now_ns () + route->timeout_ms * 1000000ull
+                     : 0);
 }
 
 /* ---- the other routes ------------------------------------------------------------------------ */
@@ -573,6 +578,11 @@ flint__http_free (flint_daemon_t *d)
       return;
     }
   d->http = NULL;
+  /* h2o 2.2's HTTP/2 graceful shutdown (h2o_context_request_shutdown in flint__http_stop) links
+   * a one-second timer that our loop, with h2o's handles unreferenced, never waits for; the
+   * dispose asserts its timeout lists are empty (an abort at every exit) */
+  if (http->ctx_ready && h2o_timeout_is_linked (&http->ctx.http2._graceful_shutdown_timeout))
+    h2o_timeout_unlink (&http->ctx.http2._graceful_shutdown_timeout);
   if (http->ctx_ready)
     h2o_context_dispose (&http->ctx);
   h2o_config_dispose (&http->config);

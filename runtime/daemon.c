@@ -192,6 +192,7 @@ flint_daemon_new (const flint_daemon_config_t *cfg, flint_daemon_t **out, flint_
   d->cfg = *cfg;
   d->started_ns = flint_now_ns ();
   flint_list_init (&d->log_streams);
+  flint_list_init (&d->deploys);
   d->loop = calloc (1, sizeof *d->loop);
   if (d->loop == NULL || uv_loop_init (d->loop) < 0)
     return flint_error_set (err, FLINT_EINTERNAL, "uv_loop_init failed");
@@ -303,6 +304,7 @@ shutdown_all (flint_daemon_t *d)
   flint__snapshots_stop (d);
   flint__helper_stop (&d->spawner);
   flint__replicas_helper_lost (&d->spawner);
+  flint__deploys_shutdown (d);
   flint_grpc_server_free (d->grpc);
   d->grpc = NULL;
   if (d->sig_term)

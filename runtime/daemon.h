@@ -246,6 +246,7 @@ struct flint_endpoint_s {
   flint_scale_t scale;            /* live knobs */
   int64_t created_ms;
   bool deleting;
+  uint32_t holds;                 /* > 0 while a caller walks the endpoint: it is not reaped */
   flint_deploy_t *deploying;      /* at most one deploy per endpoint at a time */
   flint_version_t *deploying_version; /* the version that deploy created, once it exists */
   char last_error[512];
@@ -307,6 +308,7 @@ struct flint_daemon_s {
   uv_signal_t *sig_term, *sig_int;
   struct flint_rpc_s *health_watch[64];
   flint_list_t log_streams;       /* Logs RPCs in progress */
+  flint_list_t deploys;           /* Deploy RPCs in progress (deploy.c) */
   uv_timer_t *tick;               /* autoscaler period */
   uv_timer_t *engine_tick;        /* pings llm replicas for engine statistics */
   struct flint_http_s *http;      /* the HTTP front door, or NULL */
@@ -441,6 +443,9 @@ struct Flint__Worker__V1__Frame;
 int flint__replica_send (flint_replica_t *r, struct Flint__Worker__V1__Frame *f);
 
 /* deploy.c */
+/* Answers every deploy in progress (UNAVAILABLE) before the gRPC server goes away; their
+ * thread-pool steps still finish and free them, without touching the call again. */
+void flint__deploys_shutdown (flint_daemon_t *d);
 /* The snapshot step of a deploy is over (snapshot_error "" when one was taken). With r NULL
  * the checkpointed replica was lost and the deploy fails with `snapshot_error`. */
 void flint__deploy_snapshot_done (flint_deploy_t *dep, flint_replica_t *r, const char *snapshot_error);

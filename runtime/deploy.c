@@ -33,6 +33,7 @@ static const char *const phase_names[PH_COUNT] = { "upload", "extract", "weights
 
 struct flint_deploy_s {
   flint_daemon_t *d;
+  flint_list_t link;          /* in d->deploys */
   flint_rpc_t *rpc;
   bool client_gone;
   bool replied;
@@ -151,6 +152,7 @@ fail (flint_deploy_t *dep, flint_status_t code, const char *fmt, ...)
 static void
 deploy_free (flint_deploy_t *dep)
 {
+  flint_list_remove (&dep->link);
   if (dep->tmp_fd >= 0)
     close (dep->tmp_fd);
   if (dep->tmp_path[0])
@@ -601,8 +603,17 @@ flint__deploy_rpc (flint_rpc_t *rpc, void *method_data)
     abort ();
   dep->d = d;
   dep->rpc = rpc;
+  flint_list_insert_tail (&d->deploys, &dep->link);
   dep->tmp_fd = -1;
   dep->t0 = dep->t_phase = flint_now_ns ();
   flint_rpc_on_cancel (rpc, cancel_cb, dep);
   flint_rpc_recv (rpc, recv_cb, dep);
+}
+
+void
+flint__deploys_shutdown (flint_daemon_t *d)
+{
+  for (flint_list_t *p = d->deploys.next; p != &d->deploys; p = p->next)
+    reply_error (flint_list_entry (p, flint_deploy_t, link), FLINT_EUNAVAILABLE,
+                 "flintd is shutting down; deploy again once it is back");
 }

@@ -295,13 +295,17 @@ deadline_cb (uv_timer_t *t)
       if (ep->scale.max_concurrency <= 1 || (r && r->version->manifest->threads == 1))
         {
           /* A worker stuck in the only request it can run at a time (one at a time, or one
-           * invoke thread with the others queued behind it) serves nobody: replace it. */
-          flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
+           * invoke thread with the others queued behind it) serves nobody: replace it. Out of
+           * rotation first, or completing the request would hand it the next queued one. */
           if (r)
             {
               snprintf (r->exit_reason, sizeof r->exit_reason, "stopped by flintd (a request timed out)");
-              flint__replica_stop (r, "a request timed out");
+              if (r->state == FLINT_REPLICA_READY)
+                r->state = FLINT_REPLICA_DRAINING;
             }
+          flint__request_complete (req, FLINT_EDEADLINE, msg, NULL, 0);
+          if (r)
+            flint__replica_stop (r, "a request timed out");
         }
       else
         cancel_in_worker (req, FLINT_EDEADLINE, msg);
@@ -349,7 +353,9 @@ flint__dispatch (flint_request_t *req, const char *name, uint64_t client_deadlin
   req->deadline_ns = now + ep->scale.timeout_ms * 1000000ull;
   if (client_deadline_ns && client_deadline_ns < req->deadline_ns)
     req->deadline_ns = client_deadline_ns;
-  uv_timer_start (&req->timer, deadline_cb, (req->deadline_ns - now + 999999) / 1000000, 0);
+  /* a client deadline already past (or reached while it travelled) fires at once */
+  uv_timer_start (&req->timer, deadline_cb, req->deadline_ns > now ? (req->deadline_ns - now + 999999) / 1000000 : 0,
+                  0);
 
   r = flint_list_empty (&ep->queue) ? pick_replica (ep) : NULL;
   if (r)
@@ -397,7 +403,7 @@ flint__dispatch_replica_lost (flint_replica_t *r, const char *reason, flint_stat
   while (!flint_list_empty (&r->requests))
     {
       flint_request_t *req = flint_list_entry (r->requests.next, flint_request_t, link);
-      bool retry = req->sink && !req->chunks_sent && req->attempts <= ep->scale.retries
+      bool retry = req->sink && !req->chunks_sent && !ep->d->shutting_down && req->attempts <= ep->scale.retries
                    && flint_now_ns () < req->deadline_ns && !ep->deleting && ep->current;
       char msg[600];
 

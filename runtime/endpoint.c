@@ -238,6 +238,10 @@ flint__endpoint_switch (flint_endpoint_t *ep, flint_version_t *v)
   v->state = FLINT_VERSION_READY;
   /* the redeploy's manifest defines the knobs again */
   ep->scale = v->manifest->scale;
+  /* the previous version leaves memory once its last replica is gone: now if it has none (a
+   * stop below may finalize its last replica at once, which frees it then) */
+  if (old && old != v)
+    flint__version_maybe_free (old);
   flint_list_foreach_safe (p, t, &ep->replicas)
     {
       flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
@@ -248,9 +252,6 @@ flint__endpoint_switch (flint_endpoint_t *ep, flint_version_t *v)
       else
         r->state = FLINT_REPLICA_DRAINING;
     }
-  /* the previous version leaves memory once its last replica is gone */
-  if (old && old != v)
-    flint__version_maybe_free (old);
   flint__dispatch_pump (ep);
   flint__dispatch_scale_for_queue (ep);
 }
@@ -273,6 +274,9 @@ flint__endpoint_delete (flint_endpoint_t *ep, uint64_t *versions_out, flint_erro
   if (flint_registry_list_versions (ep->d->reg, ep->name, count_version_cb, &count, err) < 0)
     return -1;
   ep->deleting = true;
+  /* stopping the last replica or failing the last queued request would reap the endpoint under
+   * our feet: hold it until the walk is over */
+  ep->holds++;
   flint_list_foreach_safe (p, t, &ep->replicas)
     {
       flint_replica_t *r = flint_list_entry (p, flint_replica_t, link);
@@ -291,7 +295,8 @@ flint__endpoint_delete (flint_endpoint_t *ep, uint64_t *versions_out, flint_erro
     }
   if (versions_out)
     *versions_out = count;
-  flint__endpoint_maybe_reap (ep);
+  ep->holds--;
+  flint__endpoint_maybe_reap (ep); /* may free ep: the last use */
   return 0;
 }
 
@@ -361,7 +366,8 @@ flint__endpoint_maybe_reap (flint_endpoint_t *ep)
   vlist_t vl = { 0 };
   char dir[PATH_MAX];
 
-  if (!ep->deleting || !flint_list_empty (&ep->replicas) || !flint_list_empty (&ep->queue) || ep->deploying)
+  if (!ep->deleting || ep->holds || !flint_list_empty (&ep->replicas) || !flint_list_empty (&ep->queue)
+      || ep->deploying)
     return;
   flint_registry_list_versions (d->reg, ep->name, collect_version_cb, &vl, &err);
   if (flint_registry_delete_endpoint (d->reg, ep->name, &err) < 0)

@@ -899,6 +899,9 @@ flint_rpc_deadline_ns (const flint_rpc_t *rpc)
   if (dl.tv_sec == INT64_MAX)
     return 0;
   now = gpr_now (GPR_CLOCK_MONOTONIC);
+  /* a deadline decades away (a client's "infinity") is none: no overflow in the product */
+  if (dl.tv_sec - now.tv_sec > (int64_t) 1 << 30)
+    return 0;
   left_ns = (dl.tv_sec - now.tv_sec) * 1000000000ll + (dl.tv_nsec - now.tv_nsec);
   if (left_ns < 1)
     left_ns = 1;

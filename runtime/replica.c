@@ -85,7 +85,8 @@ flint__replica_uncount_starting (flint_replica_t *r)
 bool
 flint__replica_has_room (const flint_replica_t *r)
 {
-  return r->state == FLINT_REPLICA_READY && r->inflight < r->ep->scale.max_concurrency;
+  /* a worker whose channel closed is dead, even before its exit report arrives */
+  return r->state == FLINT_REPLICA_READY && !r->channel_closed && r->inflight < r->ep->scale.max_concurrency;
 }
 
 static void finalize_ex (flint_replica_t *r, bool rescale);

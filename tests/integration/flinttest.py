@@ -136,15 +136,20 @@ class Flintd:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+        rc = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=timeout)
+                rc = self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("flintd did not stop within %ds after %s" % (timeout, sig))
         self.log.close()
+        # an orderly stop exits 0: an abort or a sanitizer's exit status during shutdown fails
+        if sig in (signal.SIGTERM, signal.SIGINT) and rc not in (None, 0):
+            raise AssertionError("flintd exited with status %d after %s:\n%s" % (
+                rc, signal.Signals(sig).name, self.read_log()[-4000:]))
 
     def kill9(self):
         self.stop(sig=signal.SIGKILL)
